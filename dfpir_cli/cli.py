@@ -1,0 +1,41 @@
+"""The `dfpir` command-line application."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from . import __version__
+from .commands import info
+from .commands.common import debug_state
+
+app = typer.Typer(
+    name="dfpir",
+    help="Restore degraded photos (noise, rain, haze, motion blur, low light) with DFPIR, one all-in-one "
+         "network guided by a degradation prompt (Tian et al., CVPR 2025).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dfpir {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """dfpir: all-in-one image restoration."""
+    if debug:
+        debug_state["debug"] = True
+
+
+app.command("info")(info.info)

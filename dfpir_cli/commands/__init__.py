@@ -1,0 +1,1 @@
+"""Thin Typer commands, one module each: parse options, call the library, render with rich."""

@@ -1,0 +1,62 @@
+"""What every command shares: console, error handling, and the options several commands take."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..errors import DfpirError
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Set by the app's --debug flag (or DFPIR_DEBUG=1): show tracebacks instead of one-line errors.
+debug_state = {"debug": os.environ.get("DFPIR_DEBUG", "") not in ("", "0")}
+
+USAGE_ERROR = 2
+
+
+@contextmanager
+def handle_errors() -> Iterator[None]:
+    """Turn library errors into a clear message and exit code; tracebacks only with --debug."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except DfpirError as error:
+        if debug_state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(USAGE_ERROR) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    except Exception as error:  # noqa: BLE001 - the edge of the program
+        if debug_state["debug"]:
+            raise
+        err_console.print(f"[bold red]internal error:[/] {type(error).__name__}: {error}\n"
+                          "Run again with `dfpir --debug ...` for the traceback, and please report it.",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def is_interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+# Options shared by several commands.
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, fp16 or bf16 (autocast, GPU only; CPU runs fp32).")]
+WeightsOpt = Annotated[str | None, typer.Option(
+    "--weights", "-w", help="Checkpoint folder (config.json + model.safetensors), a reference .pth file, "
+                            "or a Hugging Face repo id fetched with `dfpir fetch-weights`.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; errors and the summary only.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]

@@ -1,0 +1,53 @@
+"""`dfpir info`: presets, the degradation vocabulary, and what a checkpoint holds."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..checkpoint import load_checkpoint
+from ..model import DFPIR, PRESETS
+from ..prompts import DEGRADATIONS
+from .common import console, handle_errors
+
+
+def count_parameters(model: DFPIR) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def info(
+    weights: Annotated[str | None, typer.Argument(help="A checkpoint folder to describe (optional).")] = None,
+) -> None:
+    """Show the network presets, the degradation names and aliases, and a checkpoint's contents."""
+    with handle_errors():
+        if weights is not None:
+            checkpoint = load_checkpoint(weights)
+            table = Table(title=f"checkpoint {weights}")
+            table.add_column("field")
+            table.add_column("value")
+            table.add_row("parameters", f"{count_parameters(checkpoint.model):,}")
+            for key, value in checkpoint.config.to_dict().items():
+                table.add_row(key, str(value))
+            table.add_row("prompt encoder", checkpoint.prompts.encoder)
+            table.add_row("degradations", ", ".join(checkpoint.prompts.names))
+            for key, value in checkpoint.metadata.items():
+                if isinstance(value, (str, int, float)):
+                    table.add_row(key, str(value))
+            console.print(table)
+            return
+        presets = Table(title="network presets (--preset)")
+        for column in ("preset", "dim", "blocks", "refinement", "DGCPM", "CAAPM", "parameters"):
+            presets.add_column(column)
+        for name, config in PRESETS.items():
+            with_meta = DFPIR(config)
+            presets.add_row(name, str(config.dim), str(list(config.num_blocks)), str(config.num_refinement_blocks),
+                            config.channel_perturbation, str(config.caapm), f"{count_parameters(with_meta):,}")
+        console.print(presets)
+        vocab = Table(title="degradations (--degradation)")
+        for column in ("name", "aliases", "prompt text"):
+            vocab.add_column(column)
+        for degradation in DEGRADATIONS.values():
+            vocab.add_row(degradation.name, ", ".join(degradation.aliases), degradation.text)
+        console.print(vocab)

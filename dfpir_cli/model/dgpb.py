@@ -1,0 +1,81 @@
+"""The Degradation-Guided Perturbation Block (DFPIR section 3): DGM, DGCPM and CAAPM.
+
+The reference calls the block ``shuffle_channel``; its attribute names are kept as the checkpoint format.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import DFPIRConfig
+from .restormer import FeedForward, LayerNorm, channel_attention
+
+
+class CrossAttention(nn.Module):
+    """CAAPM's attention: queries from the perturbed feature, keys and values from the original one.
+
+    Each row of the channel-attention map keeps its ``int(c * gamma)`` largest logits (section 3.3); the
+    result is scaled by a learnable scalar (``attn4``, initialised to 0.2).
+    """
+
+    def __init__(self, dim: int, heads: int, gamma: float, bias: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.keep = int(dim // heads * gamma)
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.attn4 = nn.Parameter(torch.tensor([0.2]))
+        self.kv = nn.Conv2d(dim, dim * 2, 1, bias=bias)
+        self.kv_dwconv = nn.Conv2d(dim * 2, dim * 2, 3, padding=1, groups=dim * 2, bias=bias)
+        self.q = nn.Conv2d(dim, dim, 1, bias=bias)
+        self.q_dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q = self.q_dwconv(self.q(query))
+        k, v = self.kv_dwconv(self.kv(context)).chunk(2, dim=1)
+        out = channel_attention(q, k, v, self.temperature, self.heads, keep=self.keep)
+        return self.project_out(out * self.attn4)
+
+
+class DGPB(nn.Module):
+    """Perturb a skip feature F (B, C, H, W) under the guidance of a prompt code t (B, text_dim).
+
+    DGM: ``p = linear_layer3(linear_layer1(t))`` gives 2C scores. DGCPM lifts F to 2C channels, reorders
+    each sample's channels by the descending order of its scores, and projects back to C. Because ``topk``
+    indices carry no gradient, the DGM never trains: a prompt's channel order is fixed by the DGM's initial
+    weights and the prompt's code, which is why published checkpoints must keep those weights.
+    """
+
+    def __init__(self, dim: int, heads: int, config: DFPIRConfig) -> None:
+        super().__init__()
+        self.mode = config.channel_perturbation
+        self.caapm = config.caapm
+        if self.mode != "none":
+            self.linear_layer1 = nn.Linear(config.text_dim, config.text_dim)
+            self.linear_layer3 = nn.Linear(config.text_dim, dim * 2)
+            self.conv1x1 = nn.Conv2d(dim, dim * 2, 1)
+            self.conv_out = nn.Conv2d(dim * 2, dim, 1)
+        if self.caapm:
+            self.norm1 = LayerNorm(dim, config.layernorm_type)
+            self.norm2 = LayerNorm(dim, config.layernorm_type)
+            self.norm3 = LayerNorm(dim, config.layernorm_type)
+            self.select_attn = CrossAttention(dim, heads, config.gamma, config.bias)
+            self.ffn = FeedForward(dim, config.ffn_expansion_factor, config.bias)
+
+    def perturb_channels(self, feature: torch.Tensor, text_code: torch.Tensor) -> torch.Tensor:
+        scores = self.linear_layer3(self.linear_layer1(text_code))
+        lifted = self.conv1x1(feature)
+        if self.mode == "shuffle":
+            order = torch.topk(scores, k=scores.shape[1], dim=1).indices
+            lifted = torch.gather(lifted, 1, order[:, :, None, None].expand_as(lifted))
+        else:  # "attention": the ablation that weights channels instead of reordering them
+            lifted = lifted * torch.sigmoid(scores)[:, :, None, None]
+        return self.conv_out(lifted)
+
+    def forward(self, feature: torch.Tensor, text_code: torch.Tensor) -> torch.Tensor:
+        perturbed = feature if self.mode == "none" else self.perturb_channels(feature, text_code)
+        if not self.caapm:
+            return perturbed
+        attended = self.select_attn(self.norm1(perturbed), self.norm2(feature))
+        return attended + self.ffn(self.norm3(attended))

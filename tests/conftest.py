@@ -1,0 +1,51 @@
+"""Shared test fixtures: the reference fixtures folder and a tiny checkpoint saved on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfpir_cli.checkpoint import PromptBank, save_checkpoint
+from dfpir_cli.model import DFPIR, DFPIRConfig
+from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, random_codes
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+# Smaller than the "tiny" preset (whose DGM linears alone are 1 M parameters): fast end-to-end tests.
+MICRO = DFPIRConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, text_dim=16)
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """../shared/fixtures; a missing folder fails the test (CI always has it)."""
+    if not FIXTURES.is_dir():
+        pytest.fail(f"reference fixtures not found at {FIXTURES}: the tests need ../shared/fixtures beside the repo")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def reference_tiny(fixtures_dir: Path) -> tuple[DFPIRConfig, dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    config = DFPIRConfig.from_dict(json.loads((fixtures_dir / "dfpir_reference_tiny.json").read_text())["config"])
+    return config, load_file(fixtures_dir / "dfpir_reference_tiny.safetensors")
+
+
+def make_prompts(text_dim: int = 512, names: tuple[str, ...] = FIVE_TASK, seed: int = 0) -> PromptBank:
+    return PromptBank(names, tuple(DEGRADATIONS[n].text for n in names), random_codes(names, seed, text_dim), "random")
+
+
+def make_checkpoint(directory: Path, config: DFPIRConfig = MICRO, seed: int = 0) -> Path:
+    """A checkpoint folder with a randomly initialised (seeded) network and random prompt codes."""
+    torch.manual_seed(seed)
+    model = DFPIR(config).eval()
+    return save_checkpoint(directory, model, make_prompts(config.text_dim), {"tasks": list(FIVE_TASK)})
+
+
+@pytest.fixture(scope="session")
+def micro_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny, fast checkpoint folder (random weights, random prompt codes) for end-to-end tests."""
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "micro")
