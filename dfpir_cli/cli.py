@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .commands import info
+from .commands import fetch_weights, info, push_weights
 from .commands.common import debug_state
 
 app = typer.Typer(
@@ -39,3 +39,5 @@ def main(
 
 
 app.command("info")(info.info)
+app.command("fetch-weights")(fetch_weights.fetch_weights)
+app.command("push-weights")(push_weights.push_weights)

@@ -29,3 +29,7 @@ class ClipUnavailableError(DfpirError):
 
 class DatasetError(DfpirError):
     """A dataset folder that does not hold what its layout needs."""
+
+
+class HubError(DfpirError):
+    """The Hugging Face Hub could not be reached, refused access, or sent something unusable."""
