@@ -1,0 +1,193 @@
+"""Seeded synthetic degradations: clean photo in, degraded photo out, for every DFPIR degradation.
+
+``dfpir eval --dataset synthetic`` uses these to benchmark without a download, and ``dfpir train`` may use
+them to make training pairs from clean photos. Every function is pure numpy (plus OpenCV filtering) on
+float32 ``H x W x 3`` images in [0, 1], and every random choice comes from the ``numpy.random.Generator``
+passed in, so one seed gives one image, on any machine.
+
+The models of each degradation, with the ranges their parameters are drawn from:
+
+- ``noise15`` / ``noise25`` / ``noise50``: additive white Gaussian noise of standard deviation
+  sigma/255 (sigma 15, 25, 50), clipped to [0, 1]. This is the degradation of the paper's denoising
+  task (DESIGN.md section 5); :func:`add_gaussian_noise_uint8` is its exact 8-bit test protocol.
+- ``rain``: rain streaks, as in the synthetic Rain100L/Rain800 style. Sparse random seed points
+  (density 0.2-0.8% of pixels) are smeared by a line kernel (length 9-31 px, angle within 25 degrees of
+  vertical, one angle per image as wind gives), softened by a small Gaussian, and the streak layer (peak
+  brightness 0.5-0.9) is added to the photo.
+- ``haze``: the atmospheric scattering model ``I = J t + A (1 - t)``, ``t = exp(-beta d)`` (Koschmieder's
+  law, as used to make RESIDE), with a smooth depth map ``d`` in [0, 1] (a vertical ramp, far at the
+  top, plus a low-frequency random field), ``beta`` 1.0-2.5 and a bright, near-grey airlight ``A``
+  0.75-1.0 per channel (channels within 0.05 of each other).
+- ``blur``: motion blur by a random camera-shake kernel: a random walk with inertia (the trajectory
+  model of Boracchi and Foi, simplified) rasterised into a 9-23 px kernel, normalised to sum 1 and
+  convolved with the photo (reflected border), as GoPro-style blur averages frames along a path.
+- ``lowlight``: an under-exposed capture: ``scale * J ** gamma`` (gamma 1.5-3.0, scale 0.15-0.5)
+  plus signal-dependent shot noise and Gaussian read noise (sigma 0.005-0.02), clipped to [0, 1]: the
+  dark, noisy look of LOL's low-light photos.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from .errors import InputError, UnknownDegradationError
+from .prompts import DEGRADATIONS, resolve_degradation
+
+NOISE_SIGMAS: dict[str, int] = {"noise15": 15, "noise25": 25, "noise50": 50}
+
+
+def _check_image(clean: np.ndarray) -> np.ndarray:
+    if clean.ndim != 3 or clean.shape[2] != 3:
+        raise InputError(f"expected an H x W x 3 image, got an array of shape {clean.shape}")
+    return np.clip(np.asarray(clean, dtype=np.float32), 0.0, 1.0)
+
+
+def gaussian_noise(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Add white Gaussian noise of standard deviation ``sigma`` (on the 0-255 scale) and clip to [0, 1]."""
+    clean = _check_image(clean)
+    noise = rng.standard_normal(clean.shape, dtype=np.float32) * np.float32(sigma / 255.0)
+    return np.clip(clean + noise, 0.0, 1.0)
+
+
+def _line_kernel(length: int, angle_degrees: float) -> np.ndarray:
+    """A normalised, anti-aliased line of ``length`` pixels through the centre of an odd square kernel."""
+    size = length if length % 2 else length + 1
+    kernel = np.zeros((size * 4, size * 4), dtype=np.float32)  # drawn at 4x, then area-averaged down
+    centre = (size * 4 - 1) / 2
+    dx, dy = math.sin(math.radians(angle_degrees)), math.cos(math.radians(angle_degrees))
+    half = (length * 4 - 1) / 2
+    start = (round(centre - dx * half), round(centre - dy * half))
+    end = (round(centre + dx * half), round(centre + dy * half))
+    cv2.line(kernel, start, end, 1.0, thickness=2, lineType=cv2.LINE_AA)
+    kernel = cv2.resize(kernel, (size, size), interpolation=cv2.INTER_AREA)
+    return kernel / max(float(kernel.sum()), 1e-8)
+
+
+def rain_streaks(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add bright, slanted rain streaks (see the module docstring for the model and its ranges)."""
+    clean = _check_image(clean)
+    height, width = clean.shape[:2]
+    density = rng.uniform(0.002, 0.008)
+    length = int(rng.integers(9, 32))
+    length = max(3, min(length, max(height, width) // 2))
+    angle = rng.uniform(-25.0, 25.0)
+    brightness = rng.uniform(0.5, 0.9)
+    seeds = (rng.random((height, width)) < density).astype(np.float32)
+    seeds *= rng.uniform(0.6, 1.0, size=(height, width)).astype(np.float32)  # streaks differ in strength
+    streaks = cv2.filter2D(seeds, -1, _line_kernel(length, angle), borderType=cv2.BORDER_REFLECT)
+    streaks = cv2.GaussianBlur(streaks, (3, 3), 0.6)
+    peak = float(streaks.max())
+    if peak > 0:
+        streaks = streaks / peak * np.float32(brightness)
+    return np.clip(clean + streaks[..., None], 0.0, 1.0)
+
+
+def _smooth_field(height: int, width: int, rng: np.random.Generator, cells: int = 4) -> np.ndarray:
+    """A smooth random field in [0, 1]: a coarse random grid upsampled bicubically."""
+    coarse = rng.random((cells, cells)).astype(np.float32)
+    field = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    field -= field.min()
+    return field / max(float(field.max()), 1e-8)
+
+
+def haze(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Haze by the atmospheric scattering model with a smooth synthetic depth map (module docstring)."""
+    clean = _check_image(clean)
+    height, width = clean.shape[:2]
+    ramp = np.linspace(1.0, 0.0, height, dtype=np.float32)[:, None] * np.ones((1, width), dtype=np.float32)
+    mix = rng.uniform(0.3, 0.7)
+    depth = (1.0 - mix) * ramp + mix * _smooth_field(height, width, rng)
+    depth = 0.1 + 0.9 * depth  # nothing touches the camera
+    beta = rng.uniform(1.0, 2.5)
+    transmission = np.exp(-beta * depth).astype(np.float32)[..., None]
+    base = rng.uniform(0.8, 0.95)
+    airlight = np.clip(base + rng.uniform(-0.05, 0.05, size=3), 0.75, 1.0).astype(np.float32)
+    return np.clip(clean * transmission + airlight * (1.0 - transmission), 0.0, 1.0)
+
+
+def motion_kernel(rng: np.random.Generator, size: int | None = None) -> np.ndarray:
+    """A random camera-shake kernel: a random walk with inertia, rasterised and normalised to sum 1."""
+    size = int(rng.integers(9, 24)) if size is None else size
+    size = size if size % 2 else size + 1
+    steps = 64
+    heading = rng.uniform(0, 2 * math.pi)
+    speed = rng.uniform(0.6, 1.0)
+    turn = rng.uniform(0.0, 0.35)  # how much the path wanders
+    points = [np.zeros(2)]
+    for _ in range(steps - 1):
+        heading += rng.normal(0.0, turn)
+        points.append(points[-1] + speed * np.array([math.cos(heading), math.sin(heading)]))
+    path = np.array(points)
+    path -= (path.max(axis=0) + path.min(axis=0)) / 2  # centre the path in the kernel
+    extent = float(np.abs(path).max())
+    path *= (size / 2 - 1) / max(extent, 1e-8)
+    kernel = np.zeros((size, size), dtype=np.float32)
+    centre = (size - 1) / 2
+    for x, y in path:  # bilinear splat of each trajectory point
+        px, py = x + centre, y + centre
+        x0, y0 = int(math.floor(px)), int(math.floor(py))
+        fx, fy = px - x0, py - y0
+        for ox, oy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy),
+                               (1, 1, fx * fy)):
+            if 0 <= x0 + ox < size and 0 <= y0 + oy < size:
+                kernel[y0 + oy, x0 + ox] += weight
+    return kernel / max(float(kernel.sum()), 1e-8)
+
+
+def motion_blur(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Convolve with a random motion-blur kernel (reflected border), as a shaking camera would."""
+    clean = _check_image(clean)
+    size = min(int(rng.integers(9, 24)), max(3, min(clean.shape[:2]) // 2))
+    kernel = motion_kernel(rng, size)
+    return np.clip(cv2.filter2D(clean, -1, kernel, borderType=cv2.BORDER_REFLECT), 0.0, 1.0)
+
+
+def low_light(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Under-expose: ``scale * J ** gamma`` plus shot and read noise (module docstring)."""
+    clean = _check_image(clean)
+    gamma = rng.uniform(1.5, 3.0)
+    scale = rng.uniform(0.15, 0.5)
+    dark = scale * np.power(clean, gamma, dtype=np.float32)
+    read_sigma = rng.uniform(0.005, 0.02)
+    shot = np.sqrt(np.maximum(dark, 0.0)) * np.float32(rng.uniform(0.01, 0.03))
+    noise = rng.standard_normal(clean.shape, dtype=np.float32) * (shot + np.float32(read_sigma))
+    return np.clip(dark + noise, 0.0, 1.0).astype(np.float32)
+
+
+def synthesize(clean: np.ndarray, degradation: str, rng: np.random.Generator) -> np.ndarray:
+    """Degrade a clean float32 H x W x 3 image in [0, 1] with the named degradation (a name or alias).
+
+    Deterministic given the state of ``rng``; returns a new float32 array of the same shape in [0, 1].
+    """
+    name = resolve_degradation(degradation)
+    family = DEGRADATIONS[name].family
+    if name in NOISE_SIGMAS:
+        return gaussian_noise(clean, NOISE_SIGMAS[name], rng)
+    if family == "rain":
+        return rain_streaks(clean, rng)
+    if family == "haze":
+        return haze(clean, rng)
+    if family == "blur":
+        return motion_blur(clean, rng)
+    if family == "lowlight":
+        return low_light(clean, rng)
+    raise UnknownDegradationError(f"no synthetic version of the degradation {name!r}")  # pragma: no cover
+
+
+def add_gaussian_noise_uint8(clean_uint8: np.ndarray, sigma: float,
+                             seed: int | np.random.RandomState = 0) -> np.ndarray:
+    """The paper's noisy test input: ``clip(clean + N(0, 1) * sigma, 0, 255)`` cast to uint8.
+
+    DESIGN.md section 5: the noise comes from numpy's legacy generator seeded with 0 (``np.random.seed(0)``
+    in the reference scripts), drawn at the image's (cropped) shape and added in float64 to the 8-bit
+    image; the cast truncates, as ``astype(np.uint8)`` does. Pass a ``RandomState`` to continue one stream
+    over several images; an int seeds a fresh one.
+    """
+    if clean_uint8.dtype != np.uint8:
+        raise InputError(f"expected an 8-bit image (uint8), got {clean_uint8.dtype}")
+    state = seed if isinstance(seed, np.random.RandomState) else np.random.RandomState(seed)
+    noise = state.randn(*clean_uint8.shape)
+    return np.clip(clean_uint8 + noise * sigma, 0, 255).astype(np.uint8)

@@ -1,0 +1,88 @@
+"""Synthetic degradations: deterministic per seed, well-formed, and actually degrading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio
+
+from dfpir_cli.errors import InputError, UnknownDegradationError
+from dfpir_cli.prompts import DEGRADATIONS
+from dfpir_cli.synthesis import add_gaussian_noise_uint8, motion_kernel, synthesize
+
+
+def _clean(height: int = 64, width: int = 80) -> np.ndarray:
+    """A smooth colour image with some edges: gradients plus a bright square."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.stack([x / width, y / height, 0.5 + 0.3 * np.sin(x / 7) * np.cos(y / 5)], axis=-1)
+    image[height // 4:height // 2, width // 4:width // 2] = 0.9
+    return (0.1 + 0.8 * image).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", list(DEGRADATIONS))
+def test_each_degradation_is_deterministic_well_formed_and_lowers_psnr(name: str) -> None:
+    clean = _clean()
+    first = synthesize(clean, name, np.random.default_rng(7))
+    again = synthesize(clean, name, np.random.default_rng(7))
+    other = synthesize(clean, name, np.random.default_rng(8))
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert first.shape == clean.shape and first.dtype == np.float32
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    assert peak_signal_noise_ratio(clean, first, data_range=1.0) < 35.0
+    assert np.array_equal(clean, _clean())  # the input is left alone
+
+
+def test_aliases_and_unknown_names() -> None:
+    clean = _clean(32, 32)
+    assert np.array_equal(synthesize(clean, "hazy", np.random.default_rng(0)),
+                          synthesize(clean, "haze", np.random.default_rng(0)))
+    with pytest.raises(UnknownDegradationError):
+        synthesize(clean, "snow", np.random.default_rng(0))
+    with pytest.raises(InputError):
+        synthesize(clean[..., 0], "rain", np.random.default_rng(0))
+
+
+def test_noise_levels_have_the_named_standard_deviation() -> None:
+    clean = np.full((128, 128, 3), 0.5, dtype=np.float32)  # far from the clipping bounds
+    for name, sigma in (("noise15", 15), ("noise25", 25), ("noise50", 50)):
+        noisy = synthesize(clean, name, np.random.default_rng(0))
+        assert abs(float((noisy - clean).std()) * 255 - sigma) < 0.05 * sigma
+
+
+def test_haze_follows_the_scattering_model() -> None:
+    """Haze brightens dark pixels and pulls every pixel toward one airlight: contrast falls."""
+    clean = _clean()
+    hazy = synthesize(clean, "haze", np.random.default_rng(3))
+    assert hazy.std() < clean.std()
+    assert hazy.min() > clean.min()
+
+
+def test_lowlight_darkens_and_blur_keeps_the_mean() -> None:
+    clean = _clean()
+    assert synthesize(clean, "lowlight", np.random.default_rng(0)).mean() < 0.6 * clean.mean()
+    blurred = synthesize(clean, "blur", np.random.default_rng(0))
+    assert abs(float(blurred.mean() - clean.mean())) < 0.02
+    kernel = motion_kernel(np.random.default_rng(0), 15)
+    assert kernel.shape == (15, 15) and abs(float(kernel.sum()) - 1.0) < 1e-5 and kernel.min() >= 0
+
+
+def test_rain_only_adds_brightness() -> None:
+    clean = _clean()
+    rainy = synthesize(clean, "rain", np.random.default_rng(0))
+    assert np.all(rainy >= clean - 1e-7)
+    assert (rainy > clean + 0.05).mean() > 0.005  # visible streaks
+
+
+def test_uint8_noise_matches_the_reference_protocol() -> None:
+    """clip(clean + N(0,1)*sigma, 0, 255).astype(uint8) with numpy's legacy generator seeded with 0."""
+    clean = (np.arange(48 * 40 * 3) % 256).astype(np.uint8).reshape(48, 40, 3)
+    noisy = add_gaussian_noise_uint8(clean, 25)
+    np.random.seed(0)
+    expected = np.clip(clean + np.random.randn(*clean.shape) * 25, 0, 255).astype(np.uint8)
+    assert noisy.dtype == np.uint8 and np.array_equal(noisy, expected)
+    stream = np.random.RandomState(0)
+    first, second = add_gaussian_noise_uint8(clean, 15, stream), add_gaussian_noise_uint8(clean, 15, stream)
+    assert np.array_equal(first, add_gaussian_noise_uint8(clean, 15, 0)) and not np.array_equal(first, second)
+    with pytest.raises(InputError):
+        add_gaussian_noise_uint8(clean.astype(np.float32), 25)
