@@ -275,13 +275,15 @@ def _fell_offline(error: BaseException) -> bool:
     return any(_is_network_error(cause) for cause in _chain(error))
 
 
-def _download(repo_id: str, filename: str, revision: str, entries: _CacheEntries, progress: bool) -> Path:
+def _download(repo_id: str, filename: str, revision: str, entries: _CacheEntries, progress: bool,
+              asked: str | None = None) -> Path:
+    """One file into the cache; ``asked`` is the revision the user named, for messages."""
     try:
         path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir(),
                                     tqdm_class=None if progress else _SilentTqdm))
     except Exception as error:  # noqa: BLE001 - translated when it is a Hub failure, else re-raised
         if _is_hub_failure(error):
-            raise hub_error(error, repo_id, revision, filename) from error
+            raise hub_error(error, repo_id, asked, filename) from error
         raise
     entries.add(path)
     return path
@@ -370,7 +372,7 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, sha256: str | No
                               "`dfpir push-weights`; a reference .pth.tar is converted with `--import-official`.")
     entries = _CacheEntries(repo_id)
     try:
-        config_path = _download(repo_id, CONFIG_NAME, revision or DEFAULT_REVISION, entries, progress)
+        config_path = _download(repo_id, CONFIG_NAME, revision or DEFAULT_REVISION, entries, progress, revision)
         commit = config_path.parent.name
         try:
             config_format = json.loads(config_path.read_text()).get("format")
@@ -379,11 +381,11 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, sha256: str | No
         if config_format != FORMAT:
             raise CheckpointError(f"{_where(repo_id, revision)} is not a dfpir checkpoint: its config.json has no "
                                   f"\"format\": \"{FORMAT}\" (it may be a model for another library).")
-        weights_path = _download(repo_id, WEIGHTS_NAME, commit, entries, progress)
+        weights_path = _download(repo_id, WEIGHTS_NAME, commit, entries, progress, revision)
         expected = _expected_hashes(files[WEIGHTS_NAME], weights_path, user_sha256)
         digest = _verify_sha256(weights_path, repo_id, revision, expected, entries)
         if CARD_NAME in files:
-            _download(repo_id, CARD_NAME, commit, entries, progress)
+            _download(repo_id, CARD_NAME, commit, entries, progress, revision)
         checkpoint = load_checkpoint(config_path.parent, device)
     except BaseException:
         entries.discard()
