@@ -30,7 +30,8 @@ ProgressCallback = Callable[[int, int], None]
 # Float32 values alive per pixel of a tile at the peak of a forward pass, per channel of ``config.dim``.
 # Counted from the full-resolution refinement block (GDFN at 2*dim channels: project_in 10.6*dim, the
 # depthwise output as much again, the gated halves, plus the U-Net skips held meanwhile), then rounded up
-# for the allocator's slack. Measured on CPU (ru_maxrss): about 45*dim for the small preset.
+# for the allocator's slack. Measured on CPU (ru_maxrss growth of one 256-384 px pass): 44-50*dim for the
+# small and tiny presets.
 ACTIVATION_FLOATS_PER_PIXEL_PER_DIM = 64
 CPU_TILE_CAP = 512  # larger tiles leave the CPU caches behind for no gain in speed
 GPU_TILE_CAP = 2048
