@@ -116,12 +116,17 @@ def _atomic_directory(directory: Path) -> Path:
 
 
 def save_checkpoint(directory: str | Path, model: DFPIR, prompts: PromptBank,
-                    metadata: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint folder atomically: a temporary sibling folder, then a rename."""
+                    metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write a checkpoint folder atomically: a temporary sibling folder, then a rename.
+
+    ``dtype=torch.float16`` halves the file (the embedded default model is stored so); loading always
+    casts the weights back to the network's float32 parameters.
+    """
     directory = Path(directory)
     staging = _atomic_directory(directory)
     try:
-        tensors = {f"model.{key}": value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+        tensors = {f"model.{key}": value.detach().cpu().to(dtype or value.dtype).contiguous()
+                   for key, value in model.state_dict().items()}
         tensors["prompts.codes"] = prompts.codes.contiguous()
         save_file(tensors, staging / WEIGHTS_NAME, metadata={"format": FORMAT})
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.to_dict(),

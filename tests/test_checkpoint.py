@@ -156,3 +156,13 @@ def test_pickled_objects_and_garbage_are_refused(tmp_path):
     (tmp_path / "garbage.pth").write_bytes(b"\x00garbage" * 10)
     with pytest.raises(CheckpointError, match="cannot be read"):
         read_reference_state_dict(tmp_path / "garbage.pth")
+
+
+def test_half_precision_storage_loads_into_float32(tmp_path):
+    torch.manual_seed(0)
+    model = DFPIR(MICRO).eval()
+    folder = save_checkpoint(tmp_path / "half", model, make_prompts(MICRO.text_dim), dtype=torch.float16)
+    loaded = load_checkpoint(folder)
+    weight = loaded.model.state_dict()["output.weight"]
+    assert weight.dtype == torch.float32
+    torch.testing.assert_close(weight, model.state_dict()["output.weight"], atol=1e-3, rtol=1e-3)
