@@ -24,6 +24,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin")
@@ -267,3 +268,39 @@ def set_offline(monkeypatch, offline: bool = True) -> None:
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+
+
+class RecordingApi:
+    """Stands in for HfApi's upload calls only (create_repo, create_branch, create_commit).
+
+    A commit lands in the fake Hub as a repository, so a test can fetch what it pushed.
+    """
+
+    def __init__(self, fake: FakeHub) -> None:
+        self.fake, self.calls = fake, []
+
+    def install(self, monkeypatch) -> None:
+        from huggingface_hub import HfApi
+
+        for name in ("create_repo", "create_branch", "create_commit"):
+            monkeypatch.setattr(HfApi, name, getattr(self, name))
+
+    def create_repo(self, repo_id, private=False, exist_ok=False, **kwargs):
+        self.calls.append(("create_repo", repo_id, private))
+        return f"{self.fake.endpoint}/{repo_id}"
+
+    def create_branch(self, repo_id, branch, exist_ok=False, **kwargs):
+        self.calls.append(("create_branch", repo_id, branch))
+
+    def create_commit(self, repo_id, operations, revision=None, commit_message=None, **kwargs):
+        files = {}
+        for operation in operations:
+            source = operation.path_or_fileobj
+            files[operation.path_in_repo] = Path(source).read_bytes() if isinstance(source, str) else bytes(source)
+        self.calls.append(("create_commit", repo_id, revision, commit_message))
+        commit = self.fake.add_repo(repo_id, files, tags=("dfpir",), revisions=("main", revision or "main"))
+
+        class Info:
+            commit_url = f"{self.fake.endpoint}/{repo_id}/commit/{commit}"
+
+        return Info()

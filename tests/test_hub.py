@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import MICRO, make_checkpoint, make_prompts
-from hub_server import FakeHub, closed_port_endpoint, point_client_at, set_offline
+from hub_server import FakeHub, RecordingApi, closed_port_endpoint, point_client_at, set_offline
 from safetensors.torch import save_file
 
 from dfpir_cli import hub
@@ -275,39 +275,9 @@ def test_model_card_has_front_matter_tasks_and_eval_table(tmp_path):
     assert "random codes (no CLIP" in body
 
 
-class RecordingApi:
-    """Stands in for HfApi's upload calls only: a commit lands in the fake Hub as a new repository."""
-
-    def __init__(self, fake: FakeHub) -> None:
-        self.fake, self.calls = fake, []
-
-    def create_repo(self, repo_id, private=False, exist_ok=False, **kwargs):
-        self.calls.append(("create_repo", repo_id, private))
-        return f"{self.fake.endpoint}/{repo_id}"
-
-    def create_branch(self, repo_id, branch, exist_ok=False, **kwargs):
-        self.calls.append(("create_branch", repo_id, branch))
-
-    def create_commit(self, repo_id, operations, revision=None, commit_message=None, **kwargs):
-        files = {}
-        for operation in operations:
-            source = operation.path_or_fileobj
-            files[operation.path_in_repo] = Path(source).read_bytes() if isinstance(source, str) else bytes(source)
-        self.calls.append(("create_commit", repo_id, revision, commit_message))
-        commit = self.fake.add_repo(repo_id, files, tags=("dfpir",), revisions=("main", revision or "main"))
-
-        class Info:
-            commit_url = f"{self.fake.endpoint}/{repo_id}/commit/{commit}"
-
-        return Info()
-
-
 def test_push_then_fetch_round_trip(fake_hub, monkeypatch, tmp_path):
-    from huggingface_hub import HfApi
-
     recorder = RecordingApi(fake_hub)
-    for name in ("create_repo", "create_branch", "create_commit"):
-        monkeypatch.setattr(HfApi, name, getattr(recorder, name))
+    recorder.install(monkeypatch)
     folder = make_checkpoint(tmp_path / "trained", seed=3)
     before = sorted(path.name for path in folder.iterdir())
     result = hub.push_checkpoint(folder, "me/new", private=True, revision="exp", commit_message="first")

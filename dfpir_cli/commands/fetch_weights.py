@@ -65,7 +65,8 @@ def _show_list(as_json: bool) -> None:
                       _size(item.size))
     console.print(local if cached else "[dim]No dfpir checkpoint in the local cache yet.[/]")
     console.print(f"CLIP ViT-B/32 weights: {clip}" if clip else
-                  "CLIP ViT-B/32 weights: not cached ([bold]dfpir fetch-weights --clip[/] fetches them)")
+                  "CLIP ViT-B/32 weights: not cached ([bold]dfpir fetch-weights --clip[/] fetches them)",
+                  highlight=False, soft_wrap=True)
     if remote_error:
         console.print(f"[yellow]Hub not listed:[/] {remote_error}", highlight=False)
         return
@@ -91,16 +92,15 @@ def _fetch(repo_id: str, revision: str | None, sha256: str | None, quiet: bool, 
         return
     if result.from_cache:
         err_console.print("[yellow]The Hub could not be used; the cached copy was checked and is used.[/]")
-    table = Table(title=f"{weights} (commit {result.commit[:10]})", show_header=False)
-    table.add_column("field")
-    table.add_column("value")
-    table.add_row("folder", str(result.path))
-    table.add_row("model.safetensors", f"{_size(result.size)}" + (f", sha256 {result.sha256} (verified)"
-                                                                   if result.sha256 else ""))
-    table.add_row("parameters", f"{sum(p.numel() for p in checkpoint.model.parameters()):,}")
-    table.add_row("prompt encoder", checkpoint.prompts.encoder)
-    console.print(table)
-    console.print(_usage(weights, checkpoint.prompts.names), highlight=False)
+    parameters = sum(p.numel() for p in checkpoint.model.parameters())
+    lines = [f"Fetched {weights} (commit {result.commit[:10]}) into the Hugging Face cache:",
+             f"  folder:            {result.path}",
+             f"  model.safetensors: {_size(result.size)}, {parameters:,} parameters, prompt encoder "
+             f"{checkpoint.prompts.encoder}"]
+    if result.sha256:
+        lines.append(f"  sha256:            {result.sha256} (verified)")
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
+    console.print(_usage(weights, checkpoint.prompts.names), highlight=False, soft_wrap=True)
     console.print("It loads from the cache from now on, offline included (HF_HUB_OFFLINE=1).", highlight=False)
 
 
@@ -116,8 +116,8 @@ def _import(source: Path, prompts: PromptSet | None, output: Path | None, clip_w
     checkpoint = hub.import_official(source, prompts.value, clip_weights)
     save_checkpoint(output, checkpoint.model, checkpoint.prompts, checkpoint.metadata)
     console.print(f"Imported {source} ({prompts.value} prompts, codes from CLIP ViT-B/32) into {output}",
-                  highlight=False)
-    console.print(_usage(str(output), checkpoint.prompts.names), highlight=False)
+                  highlight=False, soft_wrap=True)
+    console.print(_usage(str(output), checkpoint.prompts.names), highlight=False, soft_wrap=True)
 
 
 def fetch_weights(
@@ -179,7 +179,7 @@ def fetch_weights(
                 console.print_json(json.dumps({"clip_weights": str(path)}))
             else:
                 console.print(f"CLIP ViT-B/32 (OpenAI) weights: {path}\nFree-text prompts and --import-official "
-                              "now work offline.", highlight=False)
+                              "now work offline.", highlight=False, soft_wrap=True)
         elif import_official is not None:
             _import(import_official, prompts, output, clip_weights, force)
         else:
