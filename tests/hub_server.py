@@ -12,8 +12,9 @@ It serves what the client requests, the way the Hub does (huggingface_hub 2.x):
 - The CDN honours ``Range: bytes=N-`` (the client resumes interrupted transfers with it).
 
 Faults for failure tests: ``truncate_at[file] = n`` closes the connection after byte ``n`` of the file
-(every attempt, so resuming cannot finish it), ``advertised_size[file]`` lies in ``X-Linked-Size``,
-``corrupt`` serves other bytes of the same length, ``status[file]`` answers that HTTP status.
+(every attempt, so resuming cannot finish it; ``truncate_once`` only the first),
+``advertised_size[file]`` lies in ``X-Linked-Size``, ``corrupt`` serves other bytes of the same length,
+``status[file]`` answers that HTTP status.
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ class FakeRepo:
 class FakeHub:
     repos: dict[str, FakeRepo] = field(default_factory=dict)
     truncate_at: dict[str, int] = field(default_factory=dict)
+    truncate_once: dict[str, int] = field(default_factory=dict)  # like truncate_at, on the first transfer only
     advertised_size: dict[str, int] = field(default_factory=dict)
     corrupt: set[str] = field(default_factory=set)
     status: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    ranges: list[str] = field(default_factory=list)  # Range headers the CDN received
     endpoint: str = ""
     cdn: str = ""
 
@@ -228,7 +231,9 @@ def _handler(hub: FakeHub, cdn: bool) -> type[BaseHTTPRequestHandler]:
                 headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
             if self.command == "HEAD":
                 return self.send(status, b"", headers, send_body=False)
-            cut = hub.truncate_at.get(name)
+            if ranged:
+                hub.ranges.append(ranged)
+            cut = hub.truncate_at.get(name, hub.truncate_once.pop(name, None))
             if cut is not None and start + len(body) > cut:
                 self.send(status, b"", headers, send_body=False)
                 self.wfile.write(body[: max(cut - start, 0)])

@@ -175,6 +175,15 @@ def test_interrupted_transfer_leaves_nothing(fake_hub, checkpoint_files, fault):
     assert hub.fetch_checkpoint(REPO, progress=False).checkpoint.config == MICRO
 
 
+def test_a_transfer_cut_once_is_retried_and_verified(fake_hub, checkpoint_files):
+    size = len(checkpoint_files["model.safetensors"])
+    fake_hub.truncate_once["model.safetensors"] = size // 2
+    result = hub.fetch_checkpoint(REPO, progress=False)
+    blob_gets = [path for method, path in fake_hub.requests if method == "GET" and path.startswith("/blobs/")]
+    assert len(blob_gets) == 2  # cut, then retried (the client resumes with a Range past its 10 MB chunks)
+    assert result.sha256 == weights_sha(checkpoint_files)
+
+
 # -- refusals --------------------------------------------------------------------------------------------------------
 
 
