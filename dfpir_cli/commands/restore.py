@@ -1,0 +1,173 @@
+"""`dfpir restore`: restore files, folders and globs of photos, tiled for large images, on the best device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..device import pick_device
+from ..errors import InputError
+from ..restore import (
+    DEFAULT_OVERLAP,
+    FileResult,
+    RestoreListener,
+    Restorer,
+    RestoreSummary,
+    check_outputs_spare_inputs,
+    collect_inputs,
+    prompt_code,
+    resolve_precision,
+    restore_files,
+)
+from ..weights import resolve_weights
+from .common import DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, WeightsOpt, console, err_console, handle_errors
+
+MAX_ROWS = 25  # rows of failed / skipped files listed in the summary
+
+
+class _ProgressListener(RestoreListener):
+    """Rich progress: one bar over the files, one over the tiles of the current file."""
+
+    def __init__(self, progress: Progress, total_files: int) -> None:
+        self.progress = progress
+        self.files = progress.add_task("files", total=total_files)
+        self.tiles = progress.add_task("tiles", total=1, visible=False)
+
+    def file_started(self, index: int, source: Path, tiles: int) -> None:
+        self.progress.update(self.files, description=f"{source.name}")
+        self.progress.reset(self.tiles, total=tiles, completed=0, visible=tiles > 1, description="  tiles")
+
+    def tiles_done(self, done: int, total: int) -> None:
+        self.progress.update(self.tiles, completed=done, total=total)
+
+    def file_finished(self, result: FileResult) -> None:
+        if result.status == "failed" and result.output is None and not Path(result.source).is_file():
+            return  # an input problem (missing path, empty folder): not one of the counted files
+        self.progress.advance(self.files)
+        self.progress.update(self.tiles, visible=False)
+        if result.status == "failed":
+            self.progress.console.print(f"[red]failed[/] {result.source}: {result.reason}", highlight=False)
+
+
+def _print_summary(summary: RestoreSummary, output: Path) -> None:
+    table = Table(title="dfpir restore", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("processed", f"[green]{summary.count('processed')}[/]")
+    table.add_row("skipped", f"[yellow]{summary.count('skipped')}[/]")
+    table.add_row("failed", f"[red]{summary.count('failed')}[/]")
+    table.add_row("megapixels", f"{summary.megapixels:.2f} in {summary.seconds:.1f} s")
+    table.add_row("speed", f"{summary.megapixels_per_second:.3f} MP/s")
+    table.add_row("device", f"{summary.device} ({summary.precision})")
+    table.add_row("tile", "whole image" if summary.tile is None else f"{summary.tile} px")
+    table.add_row("prompt", summary.prompt)
+    console.print(table)
+    for status, colour in (("failed", "red"), ("skipped", "yellow")):
+        rows = [result for result in summary.results if result.status == status]
+        if not rows:
+            continue
+        listing = Table(title=f"{status} ({len(rows)})", title_style=colour, show_lines=False)
+        listing.add_column("input", overflow="fold")
+        listing.add_column("reason", overflow="fold")
+        for result in rows[:MAX_ROWS]:
+            listing.add_row(result.source, result.reason)
+        if len(rows) > MAX_ROWS:
+            listing.add_row(f"... and {len(rows) - MAX_ROWS} more", "(--json lists them all)")
+        console.print(listing)
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if summary.count("processed"):
+        console.print(f"restored images are in {output}", highlight=False)
+
+
+def restore(
+    inputs: Annotated[list[str], typer.Argument(
+        help="Image files, folders and glob patterns (quote a pattern such as 'shots/**/*.jpg' to let dfpir "
+             "expand it). PNG, JPEG, TIFF, BMP and WebP; 8- or 16-bit; grey, RGB or RGBA.",
+        show_default=False)],
+    degradation: Annotated[str | None, typer.Option(
+        "--degradation", "-d", help="What to remove: noise15, noise25, noise50, rain, haze, blur, lowlight, or an "
+                                    "alias (noisy, rainy, hazy, foggy, blurry, dark, low-light...). "
+                                    "`dfpir info` lists them all.")] = None,
+    prompt: Annotated[str | None, typer.Option(
+        "--prompt", help="A free-text description of the degradation instead of --degradation; encoded with "
+                         "CLIP ViT-B/32 (needs its weights locally, see `dfpir fetch-weights --clip`) and only "
+                         "for checkpoints whose prompts were made by CLIP.")] = None,
+    weights: WeightsOpt = None,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Folder for the restored images; sub-folders of the inputs are kept with "
+                               "--recursive. Inputs are never overwritten.")] = Path("restored"),
+    suffix: Annotated[str, typer.Option(
+        "--suffix", help="Added to each output name before the extension, e.g. _restored.")] = "",
+    ext: Annotated[str | None, typer.Option(
+        "--ext", help="Output format: png, jpg, tif, bmp or webp (default: the input's own). 16-bit inputs stay "
+                      "16-bit in png and tif; alpha needs png, tif, webp or bmp.")] = None,
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="Also restore the images in sub-folders of folder inputs.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite/--skip-existing", help="Replace existing outputs, or skip them (the default, so an "
+                                            "interrupted batch resumes where it stopped).")] = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    tile: Annotated[int | None, typer.Option(
+        "--tile", help="Tile side in pixels for large images (rounded down to a multiple of 8); 0 runs every "
+                       "image whole. Default: the largest tile the device's free memory allows (at most 512 on "
+                       "CPU), so small images run whole and large ones never run out of memory.",
+        show_default=False)] = None,
+    tile_overlap: Annotated[int, typer.Option(
+        "--tile-overlap", help="Pixels shared by neighbouring tiles, blended smoothly.")] = DEFAULT_OVERLAP,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Tiles per forward pass (default: 4 on a GPU, 1 on CPU).", show_default=False)] = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore photos: remove noise, rain, haze, motion blur or darkness named by --degradation.
+
+    Examples:
+
+      dfpir restore photos/ --degradation hazy --weights ckpt/ -o restored/
+
+      dfpir restore 'shots/**/*.png' -d noisy -w owner/dfpir-5d --suffix _clean --recursive
+
+    Exit codes:
+
+      0  every image restored (or skipped because its output exists)
+
+      1  some image failed; the others were still restored
+
+      2  usage error: bad option, unknown degradation, nothing to restore, an output that would overwrite an input
+    """
+    with handle_errors():
+        if tile_overlap < 0:
+            raise InputError(f"--tile-overlap {tile_overlap}: the overlap cannot be negative")
+        files, problems = collect_inputs(inputs, recursive, exclude=output)
+        if not files:
+            reasons = "\n  ".join(problem.reason for problem in problems)
+            raise InputError(f"nothing to restore:\n  {reasons}")
+        check_outputs_spare_inputs(files, output, suffix, ext)
+        torch_device = pick_device(device)
+        resolve_precision(precision, torch_device)  # an unknown precision is a usage error before loading
+        checkpoint = resolve_weights(weights, torch_device)
+        code, label = prompt_code(checkpoint, degradation, prompt)
+        restorer = Restorer(checkpoint, code, torch_device, precision, tile, tile_overlap, batch_size)
+
+        show_progress = not quiet and not as_json and err_console.is_terminal
+        if show_progress:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn())
+            with Progress(*columns, console=err_console) as progress:
+                summary = restore_files(files, problems, restorer, output, suffix, ext, overwrite,
+                                        _ProgressListener(progress, len(files)))
+        else:
+            summary = restore_files(files, problems, restorer, output, suffix, ext, overwrite)
+        summary.prompt = label
+        if as_json:
+            typer.echo(json.dumps(summary.to_json(), indent=2))
+        else:
+            _print_summary(summary, output)
+    raise typer.Exit(summary.exit_code)

@@ -1,0 +1,288 @@
+"""Reading and writing photos without losing what the restoration does not touch.
+
+Pixels are decoded by OpenCV (``IMREAD_UNCHANGED``: 8- and 16-bit, grey, alpha, in every format listed
+here) and the metadata by Pillow (format, EXIF, ICC profile, the pixel count checked before decoding).
+The EXIF orientation is applied to the pixels, so the network sees the photo upright, and reset to 1 in
+the EXIF written back. Alpha is carried through untouched; grey images come back grey; 16-bit images
+come back 16-bit where the format holds it (PNG, TIFF). Outputs are encoded in memory, then written to a
+temporary file beside the target and renamed over it: a killed run never leaves a half-written image.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+# Suffix -> the format written for it. Reading accepts these formats whatever the suffix says.
+FORMATS: dict[str, str] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+                           ".bmp": "BMP", ".webp": "WEBP"}
+IMAGE_SUFFIXES: tuple[str, ...] = tuple(FORMATS)
+_READABLE = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "TIFF": "TIFF", "BMP": "BMP", "WEBP": "WEBP"}
+_SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+_ALPHA_FORMATS = ("PNG", "TIFF", "WEBP", "BMP")
+_GREY_BANDS = {("L",), ("L", "A"), ("I",), ("1",), ("La",), ("P",)}
+
+# Images above this many pixels are refused before decoding: a decompression bomb (a small file that
+# claims a huge size) would otherwise exhaust memory. 2x Pillow's warning threshold, about 179 MP.
+MAX_PIXELS = 2 * 89_478_485
+
+EXIF_ORIENTATION = 0x0112
+JPEG_QUALITY = 95
+
+
+@dataclass
+class LoadedImage:
+    """An upright photo ready for the network, with everything needed to write it back alike."""
+
+    pixels: torch.Tensor  # (3, H, W) float32 in [0, 1], RGB (grey images repeated on three channels)
+    alpha: np.ndarray | None  # (H, W) alpha at the file's own bit depth, carried through untouched
+    grey: bool  # written back as a single-channel image
+    bit_depth: int  # 8 or 16 (32 for float TIFFs, written back as 16-bit)
+    format: str  # PNG, JPEG, TIFF, BMP or WEBP: what the file holds, not what its suffix says
+    exif: bytes | None  # EXIF block ("Exif\0\0..."), orientation reset to 1
+    icc_profile: bytes | None
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[-2]
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[-1]
+
+    @property
+    def megapixels(self) -> float:
+        return self.height * self.width / 1e6
+
+
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an (H, W[, C]) array, as Pillow's ``exif_transpose`` does."""
+    if orientation == 2:
+        return array[:, ::-1]
+    if orientation == 3:
+        return array[::-1, ::-1]
+    if orientation == 4:
+        return array[::-1]
+    if orientation == 5:
+        return array.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(array, k=-1)
+    if orientation == 7:
+        return np.rot90(array, k=2).swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(array, k=1)
+    return array
+
+
+def _metadata(data: bytes, path: Path, max_pixels: int) -> tuple[str, bool, int, bytes | None, bytes | None]:
+    """Format, greyness, orientation, EXIF and ICC from the header, checking the size before any decoding."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise InputError(f"{path}: refused, it claims more than {max_pixels / 1e6:.0f} megapixels "
+                         f"(a decompression bomb, or a far larger image than a photo) ({error})") from error
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"{path} is not an image dfpir can read (PNG, JPEG, TIFF, BMP or WebP): "
+                         "it is another kind of file, or corrupt") from error
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise InputError(f"{path}: refused, {width}x{height} is {width * height / 1e6:.0f} megapixels, more than "
+                             f"the {max_pixels / 1e6:.0f} MP limit (a decompression bomb, or not a photo)")
+        fmt = _READABLE.get(image.format or "")
+        if fmt is None:
+            raise InputError(f"{path} is a {image.format} image; dfpir reads PNG, JPEG, TIFF, BMP and WebP")
+        grey = image.getbands() in _GREY_BANDS and image.mode != "P"
+        if image.mode == "P":  # a palette of grey entries only is still a grey image
+            palette = image.getpalette() or []
+            grey = all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+        exif_block, orientation = None, 1
+        try:
+            exif = image.getexif()
+        except Exception:  # noqa: BLE001 - malformed EXIF must not cost the photo
+            exif = None
+        if exif:
+            orientation = int(exif.get(EXIF_ORIENTATION, 1) or 1)
+            if EXIF_ORIENTATION in exif:
+                exif[EXIF_ORIENTATION] = 1
+            try:
+                exif_block = exif.tobytes()
+            except Exception:  # noqa: BLE001 - keep the pixels even if the EXIF cannot be re-encoded
+                exif_block = None
+        icc = image.info.get("icc_profile") or None
+    return fmt, grey, orientation, exif_block, icc
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+    """Decode ``path`` into an upright RGB float tensor plus the alpha, depth and metadata to write it back."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as error:
+        raise InputError(f"{path} does not exist") from error
+    except IsADirectoryError as error:
+        raise InputError(f"{path} is a folder, not an image") from error
+    except OSError as error:
+        raise InputError(f"{path} cannot be read ({error.strerror or error})") from error
+    if not data:
+        raise InputError(f"{path} is empty (0 bytes)")
+    fmt, grey, orientation, exif, icc = _metadata(data, path, max_pixels)
+    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None or array.size == 0:
+        raise InputError(f"{path} is corrupt or truncated: its {fmt} data cannot be decoded")
+    if array.dtype == np.uint8:
+        bit_depth, scale = 8, 255.0
+    elif array.dtype == np.uint16:
+        bit_depth, scale = 16, 65535.0
+    elif array.dtype == np.float32:
+        bit_depth, scale = 32, 1.0
+    else:
+        raise InputError(f"{path} has {array.dtype} samples; dfpir reads 8-bit, 16-bit and float32 images")
+    array = _orient(array, orientation)
+    alpha = None
+    if array.ndim == 3 and array.shape[2] == 4:
+        alpha = np.ascontiguousarray(array[:, :, 3])
+        array = array[:, :, :3]
+    elif array.ndim == 3 and array.shape[2] == 2:  # grey + alpha, as some decoders return it
+        alpha = np.ascontiguousarray(array[:, :, 1])
+        array = array[:, :, 0]
+    if array.ndim == 3:
+        array = array[:, :, 0] if grey else array[:, :, ::-1]  # decoders expand grey to equal BGR channels
+    if array.ndim == 2:
+        grey = True
+        pixels = torch.from_numpy(np.ascontiguousarray(array)).float().expand(3, -1, -1).contiguous()
+    else:
+        pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().contiguous()
+    if scale != 1.0:
+        pixels.div_(scale)
+    return LoadedImage(pixels.clamp_(0, 1), alpha, grey, bit_depth, fmt, exif, icc)
+
+
+def output_format(path: str | Path, fallback: str = "PNG") -> str:
+    return FORMATS.get(Path(path).suffix.lower(), fallback)
+
+
+def _quantise(pixels: torch.Tensor, depth: int) -> np.ndarray:
+    """(C, H, W) float in [0, 1] -> (H, W, C) integers of ``depth`` bits, rounded."""
+    top = 65535.0 if depth == 16 else 255.0
+    dtype = np.uint16 if depth == 16 else np.uint8
+    scaled = pixels.detach().float().cpu().clamp(0, 1).mul_(top).round_()
+    return scaled.numpy().astype(dtype).transpose(1, 2, 0)
+
+
+def _to_luma(pixels: torch.Tensor) -> torch.Tensor:
+    """ITU-R BT.601 luma, as Pillow converts RGB to grey."""
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32, device=pixels.device)
+    return (pixels.float() * weights[:, None, None]).sum(0, keepdim=True)
+
+
+def _fit_alpha(alpha: np.ndarray, depth: int) -> np.ndarray:
+    if alpha.dtype == np.float32:
+        top = 65535.0 if depth == 16 else 255.0
+        return np.clip(np.round(alpha * top), 0, top).astype(np.uint16 if depth == 16 else np.uint8)
+    if depth == 16 and alpha.dtype == np.uint8:
+        return alpha.astype(np.uint16) * 257
+    if depth == 8 and alpha.dtype == np.uint16:
+        return ((alpha.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return alpha
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _add_png_metadata(png: bytes, exif: bytes | None, icc: bytes | None) -> bytes:
+    """Insert iCCP and eXIf chunks after IHDR (OpenCV writes 16-bit PNGs but not their metadata)."""
+    chunks = b""
+    if icc:
+        chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
+    if exif:
+        chunks += _png_chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00"))
+    ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
+    return png[:ihdr_end] + chunks + png[ihdr_end:]
+
+
+def encode_image(restored: torch.Tensor, source: LoadedImage, fmt: str) -> bytes:
+    """Encode a restored (3, H, W) image in ``fmt`` with the source's alpha, greyness, depth and metadata."""
+    if source.alpha is not None and fmt not in _ALPHA_FORMATS:
+        raise InputError(f"the image has an alpha channel, which {fmt} cannot hold: write PNG, TIFF, WebP or BMP "
+                         "(--ext png) to keep it")
+    depth = 16 if source.bit_depth > 8 and fmt in _SIXTEEN_BIT_FORMATS else 8
+    pixels = _to_luma(restored) if source.grey else restored
+    array = _quantise(pixels, depth)  # (H, W, 1 or 3)
+    if source.alpha is not None:
+        array = np.concatenate([array, _fit_alpha(source.alpha, depth)[:, :, None]], axis=2)
+    channels = array.shape[2]
+    if depth == 16:
+        if fmt == "TIFF":
+            import tifffile
+
+            buffer = io.BytesIO()
+            extratags = [(34675, "B", len(source.icc_profile), source.icc_profile, True)] if source.icc_profile else []
+            tifffile.imwrite(buffer, array[:, :, 0] if channels == 1 else array,
+                             photometric="minisblack" if channels in (1, 2) else "rgb",
+                             extrasamples=("unassalpha",) if channels in (2, 4) else None,
+                             compression="zlib", extratags=extratags)
+            return buffer.getvalue()
+        bgr = array if channels <= 2 else array[:, :, [2, 1, 0, 3][:channels]]
+        if channels == 2:  # OpenCV has no grey+alpha: write it as RGBA with equal colour channels
+            bgr = np.concatenate([array[:, :, :1]] * 3 + [array[:, :, 1:]], axis=2)
+        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(bgr))
+        if not ok:
+            raise InputError("OpenCV could not encode the 16-bit PNG")
+        return _add_png_metadata(encoded.tobytes(), source.exif, source.icc_profile)
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+    if mode == "LA" and fmt in ("WEBP", "BMP"):
+        array, mode = np.concatenate([array[:, :, :1]] * 3 + [array[:, :, 1:]], axis=2), "RGBA"
+    image = Image.fromarray(array[:, :, 0] if channels == 1 else np.ascontiguousarray(array), mode=mode)
+    options: dict[str, object] = {}
+    if fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        if source.exif:
+            options["exif"] = source.exif
+        if source.icc_profile:
+            options["icc_profile"] = source.icc_profile
+    if fmt == "JPEG":
+        options.update(quality=JPEG_QUALITY, subsampling=0)
+    elif fmt == "WEBP":
+        options.update(quality=JPEG_QUALITY)
+    elif fmt == "TIFF":
+        options.update(compression="tiff_deflate")
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | Path, restored: torch.Tensor, source: LoadedImage) -> None:
+    """Encode ``restored`` in the format of ``path``'s suffix and write it atomically."""
+    write_atomic(path, encode_image(restored, source, output_format(path, source.format)))

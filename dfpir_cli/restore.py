@@ -1,0 +1,335 @@
+"""Batch restoration: inputs to outputs, one file at a time, never stopping for one bad file.
+
+``collect_inputs`` turns files, folders and globs into a list of images (each with the sub-path its output
+keeps); ``plan_output`` names each output and refuses any that would land on an input; ``Restorer``
+holds the network, the prompt code, the device, the precision and the tiling; ``restore_files`` runs the
+batch, reporting to a :class:`RestoreListener`, and returns a :class:`RestoreSummary`. Nothing here prints.
+Existing outputs are skipped unless ``overwrite``, so a killed batch resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .checkpoint import Checkpoint
+from .errors import DfpirError, InputError
+from .imageio import FORMATS, IMAGE_SUFFIXES, read_image, write_image
+from .prompts import ClipTextEncoder
+from .tiling import auto_tile_size, count_tiles, restore_tiled
+
+Status = Literal["processed", "skipped", "failed"]
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEFAULT_OVERLAP = 32
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: Path  # the image to read
+    relative: Path  # its place under the output folder (sub-folders kept with --recursive)
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    spec: str  # what the user typed
+    reason: str
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _scan_folder(folder: Path, recursive: bool, exclude: Path | None) -> Iterator[Path]:
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if recursive and not (exclude is not None and entry.resolve() == exclude):
+                yield from _scan_folder(entry, recursive, exclude)
+        elif entry.is_file() and _is_image_name(entry):
+            yield entry
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder part of a glob before its first wildcard: outputs keep the path below it."""
+    parts = Path(pattern).parts
+    fixed = [part for part in parts[:next(i for i, p in enumerate(parts) if _GLOB_CHARS & set(p))]]
+    return Path(*fixed) if fixed else Path(".")
+
+
+def collect_inputs(specs: list[str], recursive: bool = False,
+                   exclude: Path | None = None) -> tuple[list[InputFile], list[InputProblem]]:
+    """Expand files, folders and globs into images; what cannot be expanded becomes an :class:`InputProblem`.
+
+    A named file is always tried (and fails clearly if it is no image); inside folders only files with an
+    image suffix are taken (sidecar files are ignored). ``exclude`` (the output folder) is never scanned,
+    so a rerun does not restore its own outputs.
+    """
+    exclude = exclude.resolve() if exclude is not None else None
+    files: list[InputFile] = []
+    problems: list[InputProblem] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, relative: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(InputFile(path, relative))
+
+    def add_folder(spec: str, folder: Path) -> None:
+        found = list(_scan_folder(folder, recursive, exclude))
+        if not found:
+            has_subfolders = any(entry.is_dir() and not entry.name.startswith(".") for entry in folder.iterdir())
+            hint = " It has sub-folders: add --recursive to restore the images in them." if (
+                has_subfolders and not recursive) else ""
+            problems.append(InputProblem(spec, f"no images (PNG, JPEG, TIFF, BMP, WebP) in folder {folder}.{hint}"))
+        for path in found:
+            add(path, path.relative_to(folder))
+
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            add_folder(spec, path)
+        elif path.is_file():
+            add(path, Path(path.name))
+        elif _GLOB_CHARS & set(spec):
+            root = _glob_root(spec)
+            matches = sorted(Path(match) for match in glob.glob(str(path), recursive=True))
+            matches = [m for m in matches if m.is_dir() or (m.is_file() and _is_image_name(m))]
+            if not matches:
+                problems.append(InputProblem(spec, f"no images match the pattern {spec}"))
+            for match in matches:
+                if match.is_dir():
+                    add_folder(spec, match)
+                else:
+                    add(match, match.relative_to(root) if match.is_relative_to(root) else Path(match.name))
+        elif path.exists():
+            problems.append(InputProblem(spec, f"{spec} is neither a file nor a folder"))
+        else:
+            problems.append(InputProblem(spec, f"{spec} does not exist"))
+    return files, problems
+
+
+def plan_output(item: InputFile, output_dir: Path, suffix: str = "", ext: str | None = None) -> Path:
+    """Where ``item``'s restored image goes: same sub-path, ``suffix`` added to the name, ``ext`` if given."""
+    if ext:
+        extension = "." + ext.lower().lstrip(".")
+        if extension not in FORMATS:
+            raise InputError(f"--ext {ext}: dfpir writes {', '.join(sorted({s.lstrip('.') for s in FORMATS}))}")
+    else:
+        extension = item.path.suffix if item.path.suffix.lower() in FORMATS else ".png"
+    name = f"{item.relative.stem}{suffix}{extension}"
+    return output_dir / item.relative.parent / name
+
+
+def check_outputs_spare_inputs(files: list[InputFile], output_dir: Path, suffix: str, ext: str | None) -> None:
+    """Refuse a run in which some output would overwrite an input (e.g. --output is the input folder, no suffix)."""
+    inputs = {item.path.resolve() for item in files}
+    for item in files:
+        target = plan_output(item, output_dir, suffix, ext).resolve()
+        if target in inputs:
+            raise InputError(
+                f"the output for {item.path} would be {target}, which is an input: dfpir never overwrites its "
+                "inputs. Choose another --output folder, or add a --suffix (e.g. --suffix _restored).")
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """The autocast dtype to run at, and a note when the request cannot be honoured (CPU runs fp32)."""
+    key = precision.strip().lower()
+    if key not in PRECISIONS:
+        raise InputError(f"--precision {precision}: choose fp32, fp16 or bf16")
+    dtype = PRECISIONS[key]
+    if dtype is torch.float32:
+        return dtype, ""
+    if device.type == "cpu":
+        return torch.float32, f"{key} needs a GPU; ran fp32 on CPU"
+    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16, "bf16 is not supported by this GPU; ran fp16"
+    return dtype, ""
+
+
+def prompt_code(checkpoint: Checkpoint, degradation: str | None, prompt: str | None,
+                clip_weights: str | Path | None = None) -> tuple[torch.Tensor, str]:
+    """The (text_dim,) code to restore with, from a degradation name or a free-text prompt (CLIP), and its label."""
+    if (degradation is None) == (prompt is None):
+        raise InputError("pass exactly one of --degradation NAME (e.g. --degradation hazy) or --prompt TEXT")
+    if degradation is not None:
+        return checkpoint.prompts.code(degradation), checkpoint.prompts.names[checkpoint.prompts.index(degradation)]
+    assert prompt is not None
+    if not prompt.strip():
+        raise InputError("--prompt is empty: describe the degradation, e.g. --prompt 'Hazy degradation with normal haze'")
+    if checkpoint.prompts.encoder != "clip":
+        raise InputError(
+            f"this checkpoint's prompt codes were not made by CLIP (encoder: {checkpoint.prompts.encoder}), so a "
+            "free-text --prompt means nothing to it. Use --degradation with one of: "
+            f"{', '.join(checkpoint.prompts.names)}")
+    code = ClipTextEncoder.load(clip_weights).encode([prompt])[0]
+    if code.shape[0] != checkpoint.config.text_dim:
+        raise InputError(f"CLIP gives {code.shape[0]}-d codes but this network expects {checkpoint.config.text_dim}-d")
+    return code, f"prompt: {prompt}"
+
+
+class Restorer:
+    """The network and everything a forward pass needs: prompt code, device, precision and tiling."""
+
+    def __init__(self, checkpoint: Checkpoint, code: torch.Tensor, device: torch.device, precision: str = "fp32",
+                 tile: int | None = None, overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None) -> None:
+        if tile is not None and tile < 0:
+            raise InputError(f"--tile {tile}: use a positive size, or 0 to run each image whole")
+        if overlap < 0:
+            raise InputError(f"--tile-overlap {overlap}: the overlap cannot be negative")
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"--batch-size {batch_size}: at least 1 tile per forward pass")
+        self.device = device
+        self.model = checkpoint.model.to(device).eval()
+        self.code = code.reshape(1, -1).float()
+        self.dtype, self.precision_note = resolve_precision(precision, device)
+        self.batch_size = batch_size or (1 if device.type == "cpu" else 4)
+        if tile is None:
+            tile = auto_tile_size(device, checkpoint.config, self.dtype, self.batch_size)
+        self.tile: int | None = tile or None  # None: each image whole
+        if self.tile is not None and overlap >= self.tile:
+            raise InputError(f"--tile-overlap {overlap} must be smaller than the tile ({self.tile})")
+        self.overlap = overlap
+
+    @property
+    def precision(self) -> str:
+        return next(name for name, dtype in PRECISIONS.items() if dtype is self.dtype)
+
+    def tiles_for(self, height: int, width: int) -> int:
+        return count_tiles(height, width, self.tile, self.overlap, self.model.multiple_of)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is torch.float32 or self.device.type == "cpu":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def restore(self, pixels: torch.Tensor, progress=None) -> torch.Tensor:
+        """Restore one (3, H, W) image in [0, 1]; returns (3, H, W) float32 clamped to [0, 1] on the CPU."""
+        with torch.inference_mode(), self._autocast():
+            restored = restore_tiled(self.model, pixels[None], self.code, self.tile, self.overlap,
+                                     self.batch_size, progress)
+            return restored[0].clamp_(0, 1)
+
+
+@dataclass
+class FileResult:
+    source: str
+    output: str | None
+    status: Status
+    reason: str = ""
+    megapixels: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass
+class RestoreSummary:
+    results: list[FileResult] = field(default_factory=list)
+    device: str = "cpu"
+    precision: str = "fp32"
+    tile: int | None = None
+    prompt: str = ""
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: Status) -> int:
+        return sum(result.status == status for result in self.results)
+
+    @property
+    def megapixels(self) -> float:
+        return sum(result.megapixels for result in self.results if result.status == "processed")
+
+    @property
+    def megapixels_per_second(self) -> float:
+        busy = sum(result.seconds for result in self.results if result.status == "processed")
+        return self.megapixels / busy if busy > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed, 1 when some file failed."""
+        return 1 if self.count("failed") else 0
+
+    def to_json(self) -> dict:
+        return {"processed": self.count("processed"), "skipped": self.count("skipped"), "failed": self.count("failed"),
+                "megapixels": round(self.megapixels, 3), "megapixels_per_second": round(self.megapixels_per_second, 4),
+                "seconds": round(self.seconds, 3), "device": self.device, "precision": self.precision,
+                "tile": self.tile, "prompt": self.prompt, "notes": self.notes,
+                "files": [vars(result) for result in self.results]}
+
+
+class RestoreListener:
+    """What a batch reports as it goes; the command renders it. The defaults do nothing."""
+
+    def file_started(self, index: int, source: Path, tiles: int) -> None:
+        """File number ``index`` (from 0) is about to run in ``tiles`` forward passes."""
+
+    def tiles_done(self, done: int, total: int) -> None:
+        """Progress within the current file."""
+
+    def file_finished(self, result: FileResult) -> None:
+        """A file was processed, skipped or failed."""
+
+
+def _failure_reason(error: BaseException) -> str:
+    if isinstance(error, DfpirError):
+        return str(error)
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "out of memory" in str(error).lower()):
+        return "out of memory: pass a smaller --tile (e.g. --tile 256) or --batch-size 1"
+    if isinstance(error, OSError):
+        return f"cannot write the output: {error.strerror or error}"
+    return f"{type(error).__name__}: {error}"
+
+
+def restore_files(files: list[InputFile], problems: list[InputProblem], restorer: Restorer, output_dir: Path,
+                  suffix: str = "", ext: str | None = None, overwrite: bool = False,
+                  listener: RestoreListener | None = None) -> RestoreSummary:
+    """Restore every file into ``output_dir``; one file's failure is recorded and the batch goes on."""
+    listener = listener or RestoreListener()
+    summary = RestoreSummary(device=str(restorer.device), precision=restorer.precision, tile=restorer.tile,
+                             notes=[restorer.precision_note] if restorer.precision_note else [])
+    for problem in problems:
+        result = FileResult(problem.spec, None, "failed", problem.reason)
+        summary.results.append(result)
+        listener.file_finished(result)
+    check_outputs_spare_inputs(files, output_dir, suffix, ext)
+    written: dict[Path, Path] = {}
+    started = time.perf_counter()
+    for index, item in enumerate(files):
+        result = _restore_one(index, item, restorer, output_dir, suffix, ext, overwrite, written, listener)
+        summary.results.append(result)
+        listener.file_finished(result)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _restore_one(index: int, item: InputFile, restorer: Restorer, output_dir: Path, suffix: str, ext: str | None,
+                 overwrite: bool, written: dict[Path, Path], listener: RestoreListener) -> FileResult:
+    target = plan_output(item, output_dir, suffix, ext)
+    source = str(item.path)
+    key = target.resolve()
+    if key in written:
+        return FileResult(source, str(target), "failed",
+                          f"its output {target} was already written from {written[key]} in this run "
+                          "(two inputs with the same name): restore them separately or use --recursive")
+    if target.exists() and not overwrite:
+        return FileResult(source, str(target), "skipped", "output exists (--overwrite to replace it)")
+    started = time.perf_counter()
+    try:
+        image = read_image(item.path)
+        listener.file_started(index, item.path, restorer.tiles_for(image.height, image.width))
+        restored = restorer.restore(image.pixels, listener.tiles_done)
+        write_image(target, restored, image)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
+        return FileResult(source, None, "failed", _failure_reason(error))
+    written[key] = item.path
+    return FileResult(source, str(target), "processed", "", image.megapixels, time.perf_counter() - started)
