@@ -8,6 +8,7 @@ import typer
 
 from . import __version__
 from .commands import fetch_weights, info, push_weights
+from .commands import restore as restore_command
 from .commands.common import debug_state
 
 app = typer.Typer(
@@ -41,3 +42,4 @@ def main(
 app.command("info")(info.info)
 app.command("fetch-weights")(fetch_weights.fetch_weights)
 app.command("push-weights")(push_weights.push_weights)
+app.command("restore")(restore_command.restore)
