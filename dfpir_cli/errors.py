@@ -33,3 +33,7 @@ class DatasetError(DfpirError):
 
 class HubError(DfpirError):
     """The Hugging Face Hub could not be reached, refused access, or sent something unusable."""
+
+
+class TrainingError(DfpirError):
+    """A training run that cannot start, resume or go on (diverged, incompatible resume state)."""
