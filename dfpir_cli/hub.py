@@ -248,11 +248,17 @@ class _CacheEntries:
         pointer.unlink(missing_ok=True)
         if blob != pointer and (blob_too or blob.name not in self.blobs_before):
             blob.unlink(missing_ok=True)
-        for folder in (pointer.parent, pointer.parent.parent):  # empty snapshots/<commit> leaves no trace
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        snapshot = self.storage / "snapshots" / pointer.relative_to(self.storage / "snapshots").parts[0]
+        if snapshot.is_dir() and not any(snapshot.rglob("*")):
+            snapshot.rmdir()
+        self._drop_dangling_refs()
+
+    def _drop_dangling_refs(self) -> None:
+        # A branch name pointing at a removed snapshot would make huggingface_hub report the cache as corrupt.
+        refs = self.storage / "refs"
+        for ref in refs.rglob("*") if refs.is_dir() else ():
+            if ref.is_file() and not (self.storage / "snapshots" / ref.read_text().strip()).is_dir():
+                ref.unlink()
 
     def discard(self) -> None:
         for pointer in reversed(self.added):

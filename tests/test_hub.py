@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import MICRO, make_checkpoint, make_prompts
 from hub_server import FakeHub, RecordingApi, closed_port_endpoint, point_client_at, set_offline
+from huggingface_hub import scan_cache_dir
 from safetensors.torch import save_file
 
 from dfpir_cli import hub
@@ -126,6 +127,8 @@ def assert_nothing_trusted(repo_id: str = REPO) -> None:
     assert hub.cached_snapshot(repo_id) is None
     assert not [path for path in cache_files("snapshots") if path.name == "model.safetensors"]
     assert not [path for path in hub.cache_dir().rglob("*") if path.name.endswith(".incomplete")]
+    if hub.cache_dir().is_dir():
+        assert not scan_cache_dir(hub.cache_dir()).warnings  # huggingface_hub sees a consistent cache
 
 
 def test_wrong_expected_sha256_removes_the_download(fake_hub, monkeypatch):
