@@ -40,6 +40,10 @@ _GREY_BANDS = {("L",), ("L", "A"), ("I",), ("1",), ("La",), ("P",)}
 MAX_PIXELS = 2 * 89_478_485
 
 EXIF_ORIENTATION = 0x0112
+# Tags that describe a TIFF file's own pixel layout: Pillow lists them among a TIFF's EXIF, but copied into
+# another file they would describe the wrong data (and break the TIFF encoder).
+_LAYOUT_TAGS = (254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325,
+                338, 339, 340, 341, 530, 532, 34675)
 JPEG_QUALITY = 95
 
 
@@ -120,6 +124,8 @@ def _metadata(data: bytes, path: Path, max_pixels: int) -> tuple[str, bool, int,
             orientation = int(exif.get(EXIF_ORIENTATION, 1) or 1)
             if EXIF_ORIENTATION in exif:
                 exif[EXIF_ORIENTATION] = 1
+            for tag in _LAYOUT_TAGS:
+                exif.pop(tag, None)
             try:
                 exif_block = exif.tobytes()
             except Exception:  # noqa: BLE001 - keep the pixels even if the EXIF cannot be re-encoded
@@ -153,7 +159,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
         bit_depth, scale = 32, 1.0
     else:
         raise InputError(f"{path} has {array.dtype} samples; dfpir reads 8-bit, 16-bit and float32 images")
-    array = _orient(array, orientation)
+    if fmt != "TIFF":  # OpenCV's TIFF decoder applies the (baseline TIFF) orientation tag itself
+        array = _orient(array, orientation)
     alpha = None
     if array.ndim == 3 and array.shape[2] == 4:
         alpha = np.ascontiguousarray(array[:, :, 3])
