@@ -360,8 +360,9 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, sha256: str | No
         if folder is None:
             raise hub_error(OfflineModeIsEnabled("offline"), repo_id, revision)
         return _from_cache(repo_id, revision, folder, user_sha256, device)
+    api = HfApi(endpoint=hub_endpoint())
     try:
-        info = _model_info(HfApi(endpoint=hub_endpoint()), repo_id, revision)
+        info = _model_info(api, repo_id, revision)
     except Exception as error:  # noqa: BLE001 - translated when it is a Hub failure, else re-raised
         if not _is_hub_failure(error):
             raise
@@ -380,6 +381,9 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, sha256: str | No
     try:
         config_path = _download(repo_id, CONFIG_NAME, revision or DEFAULT_REVISION, entries, progress, revision)
         commit = config_path.parent.name
+        if commit != info.sha:  # the branch moved since the look-up: the LFS record must be this commit's
+            info = _model_info(api, repo_id, commit)
+            files = {sibling.rfilename: sibling for sibling in info.siblings or []}
         try:
             config_format = json.loads(config_path.read_text()).get("format")
         except (OSError, ValueError, AttributeError):
@@ -388,7 +392,7 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, sha256: str | No
             raise CheckpointError(f"{_where(repo_id, revision)} is not a dfpir checkpoint: its config.json has no "
                                   f"\"format\": \"{FORMAT}\" (it may be a model for another library).")
         weights_path = _download(repo_id, WEIGHTS_NAME, commit, entries, progress, revision)
-        expected = _expected_hashes(files[WEIGHTS_NAME], weights_path, user_sha256)
+        expected = _expected_hashes(files.get(WEIGHTS_NAME), weights_path, user_sha256)
         digest = _verify_sha256(weights_path, repo_id, revision, expected, entries)
         if CARD_NAME in files:
             _download(repo_id, CARD_NAME, commit, entries, progress, revision)
