@@ -16,10 +16,10 @@ The models of each degradation, with the ranges their parameters are drawn from:
   brightness 0.5-0.9) is added to the photo.
 - ``haze``: the atmospheric scattering model ``I = J t + A (1 - t)``, ``t = exp(-beta d)`` (Koschmieder's
   law, as used to make RESIDE), with a smooth depth map ``d`` in [0, 1] (a vertical ramp, far at the
-  top, plus a low-frequency random field), ``beta`` 1.0-2.5 and a bright, near-grey airlight ``A``
+  top, plus a low-frequency random field), ``beta`` 0.6-1.6 and a bright, near-grey airlight ``A``
   0.75-1.0 per channel (channels within 0.05 of each other).
 - ``blur``: motion blur by a random camera-shake kernel: a random walk with inertia (the trajectory
-  model of Boracchi and Foi, simplified) rasterised into a 9-23 px kernel, normalised to sum 1 and
+  model of Boracchi and Foi, simplified) rasterised into a 7-17 px kernel, normalised to sum 1 and
   convolved with the photo (reflected border), as GoPro-style blur averages frames along a path.
 - ``lowlight``: an under-exposed capture: ``scale * J ** gamma`` (gamma 1.5-3.0, scale 0.15-0.5)
   plus signal-dependent shot noise and Gaussian read noise (sigma 0.005-0.02), clipped to [0, 1]: the
@@ -101,7 +101,7 @@ def haze(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     mix = rng.uniform(0.3, 0.7)
     depth = (1.0 - mix) * ramp + mix * _smooth_field(height, width, rng)
     depth = 0.1 + 0.9 * depth  # nothing touches the camera
-    beta = rng.uniform(1.0, 2.5)
+    beta = rng.uniform(0.6, 1.6)
     transmission = np.exp(-beta * depth).astype(np.float32)[..., None]
     base = rng.uniform(0.8, 0.95)
     airlight = np.clip(base + rng.uniform(-0.05, 0.05, size=3), 0.75, 1.0).astype(np.float32)
@@ -110,7 +110,7 @@ def haze(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def motion_kernel(rng: np.random.Generator, size: int | None = None) -> np.ndarray:
     """A random camera-shake kernel: a random walk with inertia, rasterised and normalised to sum 1."""
-    size = int(rng.integers(9, 24)) if size is None else size
+    size = int(rng.integers(7, 18)) if size is None else size
     size = size if size % 2 else size + 1
     steps = 64
     heading = rng.uniform(0, 2 * math.pi)
@@ -140,7 +140,7 @@ def motion_kernel(rng: np.random.Generator, size: int | None = None) -> np.ndarr
 def motion_blur(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Convolve with a random motion-blur kernel (reflected border), as a shaking camera would."""
     clean = _check_image(clean)
-    size = min(int(rng.integers(9, 24)), max(3, min(clean.shape[:2]) // 2))
+    size = min(int(rng.integers(7, 18)), max(3, min(clean.shape[:2]) // 2))
     kernel = motion_kernel(rng, size)
     return np.clip(cv2.filter2D(clean, -1, kernel, borderType=cv2.BORDER_REFLECT), 0.0, 1.0)
 

@@ -1,0 +1,271 @@
+"""Evaluation: restore every image of a test set and score it against its target (DESIGN.md section 5).
+
+The protocol of the paper by default: both images centre-cropped to a multiple of 16, noisy inputs made
+from the clean image by ``clip(clean + N(0,1) * sigma, 0, 255)`` cast to uint8 (numpy's legacy generator
+seeded with 0, one stream per test set, images in sorted name order), the restored image clipped to
+[0, 1] and scored on full RGB with scikit-image. :class:`~dfpir_cli.metrics.MetricOptions` switches each
+convention explicitly. Each test image is restored with :func:`dfpir_cli.tiling.restore_tiled`, the code
+``restore`` uses: whole when it fits the device's memory (as the paper ran), in overlapping tiles when not.
+
+The degraded input is scored as well, so a report shows what the model adds. A pair that cannot be
+read, or whose input and target differ in size, is recorded with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint
+from .datasets import TestSet
+from .errors import DfpirError, InputError
+from .imageio import LoadedImage, read_image, write_image
+from .metrics import PAPER, MetricOptions, centre_crop, score
+from .synthesis import add_gaussian_noise_uint8, synthesize
+from .tiling import auto_tile_size, restore_tiled
+
+# The paper's numbers (PSNR dB, SSIM), DESIGN.md section 5: Table 1 (3 tasks) and Table 2 (5 tasks).
+PAPER_NUMBERS: dict[int, dict[str, tuple[float, float]]] = {
+    3: {"SOTS": (31.87, 0.980), "Rain100L": (38.65, 0.982), "CBSD68 sigma=15": (34.14, 0.935),
+        "CBSD68 sigma=25": (31.47, 0.893), "CBSD68 sigma=50": (28.25, 0.806), "average": (32.88, 0.919)},
+    5: {"SOTS": (31.64, 0.979), "Rain100L": (37.62, 0.978), "CBSD68 sigma=25": (31.29, 0.889),
+        "GoPro": (28.82, 0.873), "LOL": (23.82, 0.843), "average": (30.64, 0.913)},
+}
+
+ProgressCallback = Callable[[TestSet, str], None]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    metrics: MetricOptions = PAPER  # the scoring conventions
+    tile: int | None = None  # tile side; None: the largest that fits the device (whole image when it fits); 0: whole
+    overlap: int = 32  # tile overlap in pixels
+    batch_size: int = 1  # tiles per forward pass
+    save_dir: Path | None = None  # keep restored images here (one sub-folder per test set)
+
+
+@dataclass
+class ImageResult:
+    """The scores of one test image (NaN and an error message when it could not be evaluated)."""
+
+    name: str
+    psnr: float = math.nan
+    ssim: float = math.nan
+    input_psnr: float = math.nan
+    input_ssim: float = math.nan
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class SetResult:
+    """A test set's per-image results and their means, with the paper's numbers where it has them."""
+
+    test_set: TestSet
+    images: list[ImageResult] = field(default_factory=list)
+    paper: tuple[float, float] | None = None
+
+    @property
+    def scored(self) -> list[ImageResult]:
+        return [image for image in self.images if image.error is None]
+
+    @property
+    def failed(self) -> list[ImageResult]:
+        return [image for image in self.images if image.error is not None]
+
+    def mean(self, attribute: str) -> float:
+        values = [getattr(image, attribute) for image in self.scored]
+        return float(np.mean(values)) if values else math.nan
+
+    def to_json(self) -> dict[str, object]:
+        test_set = self.test_set
+        return {
+            "label": test_set.label, "dataset": test_set.dataset, "degradation": test_set.degradation,
+            "noise_sigma": test_set.noise_sigma, "layout": test_set.layout, "images": len(self.scored),
+            "failed": {image.name: image.error for image in self.failed}, "unpaired": list(test_set.unpaired),
+            "psnr": _finite(self.mean("psnr")), "ssim": _finite(self.mean("ssim")),
+            "input_psnr": _finite(self.mean("input_psnr")), "input_ssim": _finite(self.mean("input_ssim")),
+            "paper_psnr": self.paper[0] if self.paper else None, "paper_ssim": self.paper[1] if self.paper else None,
+        }
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 6)
+
+
+def paper_table(checkpoint: Checkpoint, tasks: int | None = None) -> int:
+    """Which of the paper's tables to compare with: ``tasks`` if given, else 5 when the model knows blur or low light."""
+    if tasks is not None:
+        return tasks
+    return 5 if {"blur", "lowlight"} & set(checkpoint.prompts.names) else 3
+
+
+def paper_numbers(test_set: TestSet, table: int) -> tuple[float, float] | None:
+    """The paper's (PSNR, SSIM) for this test set in ``table``, or None where the paper has none."""
+    return PAPER_NUMBERS.get(table, {}).get(test_set.label)
+
+
+def _uint8(image: LoadedImage) -> np.ndarray:
+    """H x W x 3 uint8 of a decoded image (8-bit exactly; deeper images rounded to 8 bits)."""
+    return (image.pixels.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+
+
+def _float(image: LoadedImage) -> np.ndarray:
+    return np.ascontiguousarray(image.pixels.permute(1, 2, 0).numpy(), dtype=np.float32)
+
+
+def _square(image: np.ndarray, size: int) -> np.ndarray:
+    """Scale (area) so the shorter side is ``size``, then centre-crop to ``size`` x ``size``."""
+    height, width = image.shape[:2]
+    scale = size / min(height, width)
+    if scale != 1.0:
+        image = cv2.resize(image, (max(size, round(width * scale)), max(size, round(height * scale))),
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+    return np.ascontiguousarray(image[top:top + size, left:left + size])
+
+
+def synthetic_rng(seed: int, degradation: str, index: int) -> np.random.Generator:
+    """The generator that degrades photo ``index`` of the synthetic benchmark: fixed by seed, name and index."""
+    return np.random.default_rng([seed, zlib.crc32(degradation.encode()), index])
+
+
+class PairLoader:
+    """Reads a test set's pairs as cropped float32 H x W x 3 arrays in [0, 1], in order.
+
+    Noise test sets draw their noise from one ``RandomState(0)`` stream in image order, like the
+    reference scripts' single ``np.random.seed(0)``; the loader keeps that stream.
+    """
+
+    def __init__(self, test_set: TestSet, crop_multiple: int) -> None:
+        self.test_set = test_set
+        self.crop_multiple = crop_multiple
+        self.noise_stream = np.random.RandomState(0)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        test_set, pair = self.test_set, self.test_set.pairs[index]
+        crop = self.crop_multiple
+        target = read_image(pair.target)
+        if test_set.noise_sigma is not None:
+            clean = centre_crop(_uint8(target), crop)
+            noisy = add_gaussian_noise_uint8(clean, test_set.noise_sigma, self.noise_stream)
+            return noisy.astype(np.float32) / 255.0, clean.astype(np.float32) / 255.0
+        if pair.input is None:  # synthetic: degrade the clean photo here
+            clean = _float(target)
+            size = int(test_set.extra.get("size", 0) or 0)
+            if size:
+                clean = _square(clean, size)
+            clean = centre_crop(clean, crop)
+            rng = synthetic_rng(int(test_set.extra.get("seed", 0) or 0), test_set.degradation, index)
+            return synthesize(clean, test_set.degradation, rng), clean
+        degraded = _float(read_image(pair.input))
+        clean = _float(target)
+        if degraded.shape != clean.shape:
+            raise InputError(f"size mismatch: input {pair.input.name} is {degraded.shape[1]}x{degraded.shape[0]}, "
+                             f"target {pair.target.name} is {clean.shape[1]}x{clean.shape[0]}")
+        return centre_crop(degraded, crop), centre_crop(clean, crop)
+
+
+def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, options: EvalOptions,
+                  device: torch.device) -> np.ndarray:
+    """Restore one H x W x 3 float image with the tiling code of ``restore``; returns it clipped to [0, 1]."""
+    model = checkpoint.model
+    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+    code = checkpoint.prompts.code(degradation)[None]
+    tile = options.tile
+    if tile is None:
+        tile = auto_tile_size(device, checkpoint.config, batch_size=options.batch_size)
+    elif tile == 0:
+        tile = None
+    restored = restore_tiled(model, tensor, code, tile, options.overlap, batch_size=options.batch_size)
+    return restored[0].clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def _save(path: Path, restored: np.ndarray) -> None:
+    source = LoadedImage(torch.empty(0), None, False, 8, "PNG", None, None)
+    write_image(path, torch.from_numpy(np.ascontiguousarray(restored.transpose(2, 0, 1))), source)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text.replace(" sigma=", "_sigma"))
+
+
+def evaluate_set(checkpoint: Checkpoint, test_set: TestSet, options: EvalOptions = EvalOptions(),
+                 table: int | None = None, progress: ProgressCallback | None = None) -> SetResult:
+    """Restore and score every pair of ``test_set``; a pair that fails is recorded and the run goes on."""
+    checkpoint.prompts.code(test_set.degradation)  # an unknown degradation stops here, before any work
+    device = next(checkpoint.model.parameters()).device
+    result = SetResult(test_set, paper=paper_numbers(test_set, table) if table else None)
+    loader = PairLoader(test_set, options.metrics.crop_multiple)
+    for index, pair in enumerate(test_set.pairs):
+        started = time.perf_counter()
+        image = ImageResult(pair.name)
+        try:
+            degraded, clean = loader.load(index)
+            restored = restore_array(checkpoint, degraded, test_set.degradation, options, device)
+            image.psnr, image.ssim = score(restored, clean, options.metrics)
+            image.input_psnr, image.input_ssim = score(degraded, clean, options.metrics)
+            if options.save_dir is not None:
+                _save(options.save_dir / _slug(test_set.label) / Path(pair.name).with_suffix(".png"), restored)
+        except (DfpirError, OSError, ValueError, cv2.error) as error:
+            image.error = str(error)
+        image.seconds = time.perf_counter() - started
+        result.images.append(image)
+        if progress:
+            progress(test_set, pair.name)
+    return result
+
+
+def average(results: Sequence[SetResult], attribute: str) -> float:
+    """The unweighted mean over test sets, as the paper's "average" column (sets with no score left out)."""
+    values = [value for value in (result.mean(attribute) for result in results) if not math.isnan(value)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def summary(results: Sequence[SetResult], options: EvalOptions, table: int | None,
+            weights: str | None = None) -> dict[str, object]:
+    """The JSON summary: conventions, per-set means with the paper's numbers, and the average."""
+    paper_average = PAPER_NUMBERS.get(table or 0, {}).get("average")
+    labels = set(PAPER_NUMBERS.get(table or 0, {}))
+    whole_suite = bool(table) and labels - {"average"} <= {r.test_set.label for r in results}
+    return {
+        "weights": weights,
+        "conventions": options.metrics.to_json(),
+        "paper_table": table,
+        "sets": [result.to_json() for result in results],
+        "average": {"psnr": _finite(average(results, "psnr")), "ssim": _finite(average(results, "ssim")),
+                    "input_psnr": _finite(average(results, "input_psnr")),
+                    "input_ssim": _finite(average(results, "input_ssim")),
+                    "paper_psnr": paper_average[0] if paper_average and whole_suite else None,
+                    "paper_ssim": paper_average[1] if paper_average and whole_suite else None},
+    }
+
+
+CSV_COLUMNS = ("set", "dataset", "degradation", "noise_sigma", "image", "psnr", "ssim", "input_psnr", "input_ssim",
+               "seconds", "error")
+
+
+def csv_rows(results: Sequence[SetResult]) -> list[dict[str, object]]:
+    """Per-image rows for ``--csv``."""
+    rows = []
+    for result in results:
+        test_set = result.test_set
+        for image in result.images:
+            rows.append({"set": test_set.label, "dataset": test_set.dataset, "degradation": test_set.degradation,
+                         "noise_sigma": test_set.noise_sigma if test_set.noise_sigma is not None else "",
+                         "image": image.name, "psnr": _csv_float(image.psnr), "ssim": _csv_float(image.ssim),
+                         "input_psnr": _csv_float(image.input_psnr), "input_ssim": _csv_float(image.input_ssim),
+                         "seconds": f"{image.seconds:.3f}", "error": image.error or ""})
+    return rows
+
+
+def _csv_float(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.6f}"
