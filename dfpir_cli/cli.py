@@ -10,6 +10,7 @@ from . import __version__
 from .commands import fetch_weights, info, push_weights
 from .commands import restore as restore_command
 from .commands.common import debug_state
+from .commands.eval import eval_command
 
 app = typer.Typer(
     name="dfpir",
@@ -43,3 +44,4 @@ app.command("info")(info.info)
 app.command("fetch-weights")(fetch_weights.fetch_weights)
 app.command("push-weights")(push_weights.push_weights)
 app.command("restore")(restore_command.restore)
+app.command("eval")(eval_command)
