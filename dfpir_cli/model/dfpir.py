@@ -64,7 +64,8 @@ class DFPIR(nn.Module):
         self._check_inputs(image, text_code)
         text_code = text_code.to(image.dtype)
 
-        enc1 = self.encoder_level1(self.patch_embed(image))
+        # Channels-last from the first convolution on (see restormer.py); the output is plain NCHW again.
+        enc1 = self.encoder_level1(self.patch_embed(image.contiguous(memory_format=torch.channels_last)))
         enc2 = self.encoder_level2(self.down1_2(enc1))
         enc3 = self.encoder_level3(self.down2_3(enc2))
         latent = self.latent(self.down3_4(enc3))
@@ -76,7 +77,7 @@ class DFPIR(nn.Module):
         dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), skip2], dim=1)))
         skip1 = self._perturb("encoder_shuffle_channel1", enc1, text_code)
         dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), skip1], dim=1))
-        return self.output(self.refinement(dec1)) + image
+        return (self.output(self.refinement(dec1)) + image).contiguous()
 
     def _check_inputs(self, image: torch.Tensor, text_code: torch.Tensor) -> None:
         if image.ndim != 4 or image.shape[1] != self.config.in_channels:

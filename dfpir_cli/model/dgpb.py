@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .config import DFPIRConfig
-from .restormer import FeedForward, LayerNorm, channel_attention
+from .restormer import FeedForward, LayerNorm, attend, channel_attention_map, from_pixel_rows, pixel_rows
 
 
 class CrossAttention(nn.Module):
@@ -32,10 +32,10 @@ class CrossAttention(nn.Module):
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        q = self.q_dwconv(self.q(query))
-        k, v = self.kv_dwconv(self.kv(context)).chunk(2, dim=1)
-        out = channel_attention(q, k, v, self.temperature, self.heads, keep=self.keep)
-        return self.project_out(out * self.attn4)
+        q = pixel_rows(self.q_dwconv(self.q(query)))
+        k, v = pixel_rows(self.kv_dwconv(self.kv(context))).chunk(2, dim=-1)
+        mix = channel_attention_map(q, k, self.temperature, self.heads, keep=self.keep)
+        return attend(mix, v, self.project_out, self.attn4, *query.shape[-2:])
 
 
 class DGPB(nn.Module):
@@ -64,18 +64,30 @@ class DGPB(nn.Module):
             self.ffn = FeedForward(dim, config.ffn_expansion_factor, config.bias)
 
     def perturb_channels(self, feature: torch.Tensor, text_code: torch.Tensor) -> torch.Tensor:
+        """``conv_out(P_t(conv1x1(F)))`` with P_t the prompt's channel reordering (or weighting).
+
+        The three maps are linear, so they compose into one C x C matrix per sample: reordering the
+        lifted channels is reordering the rows of conv1x1's weight and bias. One GEMM over the pixels
+        replaces two, and the 2C-channel map is never built.
+        """
         scores = self.linear_layer3(self.linear_layer1(text_code))
-        lifted = self.conv1x1(feature)
+        channels = feature.shape[1]
+        lift_weight = self.conv1x1.weight.view(2 * channels, channels)
+        out_weight = self.conv_out.weight.view(channels, 2 * channels)
         if self.mode == "shuffle":
-            order = torch.topk(scores, k=scores.shape[1], dim=1).indices
-            lifted = torch.gather(lifted, 1, order[:, :, None, None].expand_as(lifted))
+            order = torch.topk(scores, k=scores.shape[1], dim=1).indices  # (B, 2C): a permutation per sample
+            lift_weight, lift_bias = lift_weight[order], self.conv1x1.bias[order]  # (B, 2C, C), (B, 2C)
         else:  # "attention": the ablation that weights channels instead of reordering them
-            lifted = lifted * torch.sigmoid(scores)[:, :, None, None]
-        return self.conv_out(lifted)
+            gate = torch.sigmoid(scores)[:, :, None]
+            lift_weight, lift_bias = lift_weight * gate, self.conv1x1.bias * gate[..., 0]
+        weight = out_weight @ lift_weight  # (B, C, C)
+        bias = lift_bias @ out_weight.t() + self.conv_out.bias  # (B, C)
+        out = torch.baddbmm(bias[:, None, :], pixel_rows(feature), weight.transpose(1, 2))
+        return from_pixel_rows(out, *feature.shape[-2:])
 
     def forward(self, feature: torch.Tensor, text_code: torch.Tensor) -> torch.Tensor:
         perturbed = feature if self.mode == "none" else self.perturb_channels(feature, text_code)
         if not self.caapm:
             return perturbed
         attended = self.select_attn(self.norm1(perturbed), self.norm2(feature))
-        return attended + self.ffn(self.norm3(attended))
+        return self.ffn(self.norm3(attended), residual=attended)

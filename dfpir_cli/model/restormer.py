@@ -1,14 +1,48 @@
 """The Restormer backbone (Zamir et al., CVPR 2022) as DFPIR uses it.
 
 Attribute names follow the reference implementation, since they are the checkpoint format.
+
+Feature maps travel in channels-last memory format: a (B, C, H, W) tensor whose memory is a row of C
+channels per pixel. In that layout a 1x1 convolution is one matrix product over the pixel rows, the
+depthwise 3x3 convolutions and the per-pixel LayerNorm run several times faster than in NCHW, and the
+channel attention reads q, k and v where the depthwise convolution wrote them, without copies.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
+
+
+def pixel_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C): a view when ``x`` is channels-last, a copy otherwise."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+
+
+def from_pixel_rows(rows: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, H*W, C) -> a channels-last (B, C, H, W) view of the same memory."""
+    return rows.view(rows.shape[0], height, width, rows.shape[-1]).permute(0, 3, 1, 2)
+
+
+def pointwise(conv: nn.Conv2d, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv(x) + residual`` for a 1x1 convolution: one GEMM over the pixel rows, which adds the residual."""
+    if residual is None:
+        return conv(x)
+    batch, channels, height, width = x.shape
+    weight = conv.weight.view(conv.out_channels, channels)
+    out = torch.addmm(pixel_rows(residual).reshape(-1, conv.out_channels), pixel_rows(x).reshape(-1, channels),
+                      weight.t())
+    if conv.bias is not None:
+        out = out + conv.bias
+    return from_pixel_rows(out.view(batch, -1, conv.out_channels), height, width)
+
+
+def _gelu_gate(gate: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """GDFN's ``gelu(gate) * value``; without autograd, in the gate's own memory (no new buffers)."""
+    if torch.is_grad_enabled() and (gate.requires_grad or value.requires_grad):
+        return F.gelu(gate) * value
+    return torch.ops.aten.gelu_(gate).mul_(value)
 
 
 class _WithBiasNorm(nn.Module):
@@ -41,29 +75,53 @@ class LayerNorm(nn.Module):
         self.body = _BiasFreeNorm(channels) if layernorm_type == "BiasFree" else _WithBiasNorm(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalising over the last axis of the channels-last view needs no copy when x is channels-last.
+        # The channels are the last axis of the channels-last view: no copy when x is channels-last, and
+        # the result is channels-last in any case.
         return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor,
-                      heads: int, keep: int | None = None) -> torch.Tensor:
-    """Transposed (channel) attention of Restormer's MDTA and DFPIR's CAAPM.
+def channel_attention_map(q: torch.Tensor, k: torch.Tensor, temperature: torch.Tensor, heads: int,
+                          keep: int | None = None) -> torch.Tensor:
+    """The transposed (channel) attention of Restormer's MDTA and DFPIR's CAAPM, as one (B, C, C) matrix.
 
-    q, k, v are (B, C, H, W); attention runs across the C/heads channels of each head, with q and k
-    L2-normalised along the pixels. With ``keep``, only the ``keep`` largest logits of each row survive
-    (the top-k sparsification of CAAPM, DFPIR section 3.3).
+    q and k are pixel rows (B, H*W, C). Per head, ``softmax(q_n @ k_n^T * temperature)`` over the C/heads
+    channels of that head, with q_n, k_n the rows of q^T, k^T L2-normalised along the pixels. The heads'
+    maps are returned as the diagonal blocks of a (B, C, C) matrix A, so that the attention output is
+    ``A @ v`` and the 1x1 projection after it folds in: ``W_out @ (A @ v) = (W_out @ A) @ v``. With
+    ``keep``, only the ``keep`` largest logits of each row survive (CAAPM's top-k, DFPIR section 3.3).
     """
-    height, width = q.shape[-2:]
-    q, k, v = (rearrange(t, "b (head c) h w -> b head c (h w)", head=heads) for t in (q, k, v))
-    q = F.normalize(q, dim=-1)
-    k = F.normalize(k, dim=-1)
-    logits = (q @ k.transpose(-2, -1)) * temperature
-    if keep is not None and keep < logits.shape[-1]:
+    batch, _, channels = q.shape
+    width = channels // heads
+    # Normalising q and k is dividing the logits by the outer product of their norms (F.normalize's eps).
+    q_norm = torch.linalg.vector_norm(q, dim=1).clamp_min(1e-12).view(batch, heads, width, 1)
+    k_norm = torch.linalg.vector_norm(k, dim=1).clamp_min(1e-12).view(batch, heads, 1, width)
+    q_heads = q.view(batch, -1, heads, width).permute(0, 2, 3, 1)  # (B, head, c, HW)
+    k_heads = k.view(batch, -1, heads, width).transpose(1, 2)  # (B, head, HW, c)
+    logits = (q_heads @ k_heads) * (temperature / (q_norm * k_norm))
+    if keep is not None and keep < width:
         kept = torch.topk(logits, k=keep, dim=-1).indices
         mask = torch.full_like(logits, float("-inf")).scatter_(-1, kept, 0.0)
         logits = logits + mask
-    out = logits.softmax(dim=-1) @ v
-    return rearrange(out, "b head c (h w) -> b (head c) h w", h=height, w=width)
+    attention = logits.softmax(dim=-1)
+    if heads == 1:
+        return attention.view(batch, channels, channels)
+    eye = torch.eye(heads, dtype=attention.dtype, device=attention.device)
+    return torch.einsum("bhij,hg->bhigj", attention, eye).reshape(batch, channels, channels)
+
+
+def attend(mix: torch.Tensor, v: torch.Tensor, project_out: nn.Conv2d, scale: torch.Tensor | None,
+           height: int, width: int, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``project_out(scale * (mix @ v)) (+ residual)`` as one GEMM over the pixel rows of v (B, H*W, C)."""
+    weight = project_out.weight.view(project_out.out_channels, project_out.in_channels) @ mix
+    if scale is not None:
+        weight = weight * scale
+    if residual is None:
+        out = torch.bmm(v, weight.transpose(1, 2))
+    else:
+        out = torch.baddbmm(pixel_rows(residual), v, weight.transpose(1, 2))
+    if project_out.bias is not None:
+        out = out + project_out.bias
+    return from_pixel_rows(out, height, width)
 
 
 class Attention(nn.Module):
@@ -77,9 +135,11 @@ class Attention(nn.Module):
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        return self.project_out(channel_attention(q, k, v, self.temperature, self.heads))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``project_out(attention(x)) (+ residual)``."""
+        q, k, v = pixel_rows(self.qkv_dwconv(self.qkv(x))).chunk(3, dim=-1)
+        mix = channel_attention_map(q, k, self.temperature, self.heads)
+        return attend(mix, v, self.project_out, None, *x.shape[-2:], residual=residual)
 
 
 class FeedForward(nn.Module):
@@ -92,9 +152,10 @@ class FeedForward(nn.Module):
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``project_out(gelu(x1) * x2) (+ residual)``."""
         gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(gate) * value)
+        return pointwise(self.project_out, _gelu_gate(gate, value), residual)
 
 
 class TransformerBlock(nn.Module):
@@ -106,8 +167,8 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(dim, expansion_factor, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+        x = self.attn(self.norm1(x), residual=x)
+        return self.ffn(self.norm2(x), residual=x)
 
 
 class OverlapPatchEmbed(nn.Module):

@@ -1,0 +1,146 @@
+"""Benchmark one forward pass of the DFPIR network against a large matmul timed in the same process.
+
+Speed on a shared machine swings with its load, so the figure to compare is the *ratio*: achieved GFLOP/s
+of the forward pass over the GFLOP/s of a 4096x4096 float32 matmul (best of several), both measured in
+this run (DESIGN.md section 6). FLOPs are counted once with ``torch.utils.flop_counter``.
+
+    .venv/bin/python scripts/bench_forward.py                         # paper preset, 256x256, CPU fp32
+    .venv/bin/python scripts/bench_forward.py --preset small --size 128 --runs 3
+    .venv/bin/python scripts/bench_forward.py --device cuda --precision bf16 --batch 4 --compile
+    .venv/bin/python scripts/bench_forward.py --profile 25            # top ops by self CPU time
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dfpir_cli.model import DFPIR, PRESETS
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def matmul_gflops(device: torch.device, repeats: int, size: int = 4096) -> float:
+    """Best-of-``repeats`` GFLOP/s of a float32 square matmul: the machine's practical peak right now."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    out = torch.empty(size, size, device=device)
+    torch.matmul(a, b, out=out)  # warm-up
+    best = min(timed(lambda: torch.matmul(a, b, out=out), device) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def count_flops(model: torch.nn.Module, image: torch.Tensor, code: torch.Tensor,
+                autocast: Callable[[], contextlib.AbstractContextManager]) -> int:
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), autocast(), counter:
+        model(image, code)
+    return counter.get_total_flops()
+
+
+@contextlib.contextmanager
+def no_autocast() -> Iterator[None]:
+    yield
+
+
+def peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux (bytes on macOS); it includes the matmul operands (3 x 64 MiB).
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 1024**2
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    parser.add_argument("--size", type=int, default=256, help="square input side, a multiple of 8")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=sorted(DTYPES),
+                        help="fp32, or autocast to bf16/fp16 (weights stay fp32)")
+    parser.add_argument("--runs", type=int, default=5, help="timed forward passes (median reported)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--matmul-runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 keeps the default")
+    parser.add_argument("--channels-last", action="store_true", help="feed a channels-last input")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, profile one pass and print the N ops with most self time")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    config = PRESETS[args.preset]
+    model = DFPIR(config).eval().to(device)
+    image = torch.rand(args.batch, config.in_channels, args.size, args.size, device=device)
+    if args.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    code = torch.randn(args.batch, config.text_dim, device=device)
+    dtype = DTYPES[args.precision]
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if dtype == torch.float32:
+            return no_autocast()
+        return torch.autocast(device.type, dtype=dtype)
+
+    flops = count_flops(model, image, code, autocast)
+    forward = torch.compile(model) if args.compile else model
+
+    def run() -> None:
+        with torch.inference_mode(), autocast():
+            forward(image, code)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(args.warmup):
+        run()
+    times = [timed(run, device) for _ in range(args.runs)]
+    seconds = statistics.median(times)
+    achieved = flops / seconds / 1e9
+    peak = matmul_gflops(device, args.matmul_runs)
+
+    print(f"preset {args.preset}, {args.batch}x{config.in_channels}x{args.size}x{args.size}, {device}, "
+          f"{args.precision}, threads {torch.get_num_threads()}")
+    print(f"forward: {flops / 1e9:.1f} GFLOP, median {seconds:.3f} s of {args.runs} "
+          f"(min {min(times):.3f}, max {max(times):.3f})")
+    print(f"achieved {achieved:.1f} GFLOP/s; matmul 4096^2 fp32 {peak:.1f} GFLOP/s; ratio {achieved / peak:.1%}")
+    memory = f"peak RSS {peak_rss_mib():.0f} MiB"
+    if device.type == "cuda":
+        memory += f"; peak CUDA allocated {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
+    print(memory)
+
+    if args.profile:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as profiler:
+            run()
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(profiler.key_averages().table(sort_by=sort, row_limit=args.profile))
+
+
+if __name__ == "__main__":
+    main()
