@@ -383,8 +383,8 @@ def synthetic_sets(degradations: Sequence[str], images: Path | None = None, seed
                                f"{_found(images)}")
     if size < 0:
         raise DatasetError(f"the synthetic image size must be 0 (as is) or more, not {size}")
-    base = images if images is not None else None
-    pairs = tuple(Pair(p.relative_to(base).as_posix() if base else p.stem, None, p) for p in paths)
+    shown = [p.relative_to(images).as_posix() for p in paths] if images is not None else list(SHIPPED_PHOTOS)
+    pairs = tuple(Pair(name, None, path) for name, path in zip(shown, paths, strict=True))
     shape = f"{size}x{size} crops" if size else "full size"
     return [TestSet("synthetic", name, pairs, f"{where}, {shape}, degraded by dfpir_cli.synthesis with seed {seed}",
                     extra={"seed": seed, "size": size}) for name in degradations]
