@@ -1,0 +1,63 @@
+"""Data-parallel training under torchrun (2 CPU processes, gloo) equals one process with the same global batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from test_train_data import write_image
+
+from dfpir_cli.checkpoint import load_checkpoint
+from dfpir_cli.training import Trainer
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for i in range(5):
+        write_image(photos / f"photo{i}.png", height=48, width=56, seed=i)
+    launcher = tmp_path / "dfpir_launcher.py"
+    launcher.write_text("from dfpir_cli.cli import app\napp(prog_name='dfpir')\n")
+    common = ["train", "--degradations", "noise50,haze", "--clean-dir", str(photos), "--preset", "tiny",
+              "--text-dim", "16", "--prompt-encoder", "random", "--device", "cpu", "--steps", "4", "--patch-size", "32",
+              "--finetune-steps", "2", "--finetune-patch-size", "40", "--lr", "2e-3", "--val-every", "2",
+              "--val-per-task", "1", "--val-size", "48", "--save-every", "3", "--seed", "3"]
+
+    single = run([sys.executable, str(launcher), *common, "--batch-size", "4", "--finetune-batch-size", "2",
+                  "--workers", "0", "-o", str(tmp_path / "one")], tmp_path)
+    double = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                  str(launcher), *common, "--batch-size", "2", "--finetune-batch-size", "1", "--workers", "1",
+                  "-o", str(tmp_path / "two")], tmp_path)
+
+    # Only process 0 talks: one plan, one summary.
+    assert double.stdout.count("final:") == 1 and double.stdout.count("training data") == 1
+    assert "2 processes" in double.stdout and "global batch 4" in double.stdout
+
+    one, two = load_checkpoint(tmp_path / "one" / "final"), load_checkpoint(tmp_path / "two" / "final")
+    assert one.metadata["world_size"] == 1 and two.metadata["world_size"] == 2  # ranks were checked equal at the end
+    # Equal up to float summation order (gloo's all-reduce vs one batch), which Adam's normalised steps can
+    # amplify for near-zero gradients: a small fraction of one lr step, against 6 steps of real movement.
+    initial = Trainer(one.config, one.prompts.codes, seed=3).model.state_dict()
+    moved = max(float((a - initial[name]).abs().max()) for name, a in one.model.state_dict().items())
+    differ = 0.0
+    for (name, a), b in zip(one.model.state_dict().items(), two.model.state_dict().values(), strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-3, atol=1e-4, err_msg=name)
+        differ = max(differ, float((a - b).abs().max()))
+    assert moved > 5e-3 and differ < moved / 100, (moved, differ)
+    # Sharded validation over the two processes gives the same PSNR as one process.
+    rows_one = [row.split(",") for row in (tmp_path / "one" / "val.csv").read_text().splitlines()[1:]]
+    rows_two = [row.split(",") for row in (tmp_path / "two" / "val.csv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows_one] == [r[0] for r in rows_two] == ["2", "4", "6"]
+    np.testing.assert_allclose(np.array([r[2:] for r in rows_two], float), np.array([r[2:] for r in rows_one], float),
+                               atol=1e-3)

@@ -1,0 +1,109 @@
+"""`dfpir train` end to end on real files: a run, its checkpoint, its logs, and the bad-input messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_data import write_image
+from typer.testing import CliRunner
+
+from dfpir_cli.checkpoint import load_checkpoint
+from dfpir_cli.cli import app
+
+runner = CliRunner()
+MICRO_ARGS = ["--preset", "tiny", "--text-dim", "16", "--prompt-encoder", "random", "--workers", "0",
+              "--val-per-task", "1", "--val-size", "48"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(4):
+        write_image(folder / f"photo{i}.png", height=48, width=56, seed=i)
+    write_image(folder / "tiny.jpg", height=24, width=28, seed=9)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    return folder
+
+
+def test_train_writes_a_usable_checkpoint_and_logs(tmp_path: Path, photos: Path) -> None:
+    output = tmp_path / "run"
+    args = ["train", "--degradations", "noisy,rain", "--clean-dir", str(photos), *MICRO_ARGS, "--steps", "4",
+            "--finetune-steps", "2", "--patch-size", "32", "--finetune-patch-size", "40", "--batch-size", "2",
+            "--finetune-batch-size", "2", "--val-every", "2", "--save-every", "2", "--keep-last", "1", "-o", str(output)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable image(s) skipped" in result.output and "broken.png" in result.output
+    assert "reflect-padded" in result.output and "tiny.jpg" in result.output
+    assert f"final: {output / 'final'}" in result.output
+
+    checkpoint = load_checkpoint(output / "final")
+    assert checkpoint.prompts.names == ("noise25", "rain") and checkpoint.prompts.encoder == "random"
+    assert checkpoint.config.text_dim == 16 and checkpoint.config.dim == 8
+    assert checkpoint.metadata["preset"] == "tiny" and checkpoint.metadata["steps"] == 6
+    assert checkpoint.metadata["recipe"]["phases"][1]["patch_size"] == 40
+    assert load_checkpoint(output / "best").metadata["val_psnr_mean"] > 10
+    rows = (output / "val.csv").read_text().splitlines()
+    assert rows[0] == "step,phase,mean_psnr,noise25,rain" and [r.split(",")[0] for r in rows[1:]] == ["2", "4", "6"]
+    assert [p.name for p in (output / "checkpoints").iterdir()] == ["step-0000006"]
+
+    again = runner.invoke(app, [*args, "--resume"])
+    assert again.exit_code == 2 and "already finished at step 6" in again.output
+    changed = runner.invoke(app, [*args, "--resume", "--lr", "0.001"])
+    assert changed.exit_code == 2 and "phases[0].lr: run had 0.0001, now 0.001" in changed.output
+    fresh = runner.invoke(app, args)
+    assert fresh.exit_code == 2 and "--resume" in fresh.output
+
+
+def test_missing_clip_weights_suggest_random_codes(tmp_path: Path, photos: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DFPIR_CLIP_WEIGHTS", str(tmp_path / "no-such-clip.safetensors"))
+    result = runner.invoke(app, ["train", "--degradations", "rain", "--clean-dir", str(photos), "--preset", "tiny",
+                                 "--steps", "1", "--finetune-steps", "0", "--workers", "0", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "CLIP" in result.output and "--prompt-encoder random" in result.output
+    assert not (tmp_path / "r" / "resume.pt").exists()
+
+
+def test_bad_inputs_get_clear_messages(tmp_path: Path, photos: Path) -> None:
+    root = tmp_path / "data"
+    for i in (1, 2):
+        write_image(root / "derain" / "rainy" / f"rain-{i}.png", seed=i)
+    write_image(root / "derain" / "gt" / "norain-1.png")
+    base = ["train", *MICRO_ARGS, "--steps", "1", "--finetune-steps", "0", "-o", str(tmp_path / "out")]
+
+    missing = runner.invoke(app, [*base, "--degradations", "rain", "--data-root", str(root)])
+    assert missing.exit_code == 2 and "no clean counterpart" in missing.output and "rain-2.png" in missing.output
+
+    no_folder = runner.invoke(app, [*base, "--tasks", "3", "--data-root", str(root)])
+    assert no_folder.exit_code == 2 and "no training folder for noise" in no_folder.output
+
+    odd_patch = runner.invoke(app, [*base, "--degradations", "rain", "--clean-dir", str(photos), "--patch-size", "36"])
+    assert odd_patch.exit_code == 2 and "not a positive multiple of 8" in odd_patch.output
+
+    unknown = runner.invoke(app, [*base, "--degradations", "snow", "--clean-dir", str(photos)])
+    assert unknown.exit_code == 2 and "unknown degradation 'snow'" in unknown.output
+
+    no_data = runner.invoke(app, [*base, "--degradations", "rain"])
+    assert no_data.exit_code == 2 and "--clean-dir" in no_data.output
+
+    tasks = runner.invoke(app, [*base, "--tasks", "4", "--clean-dir", str(photos)])
+    assert tasks.exit_code == 2 and "--tasks must be 3" in tasks.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_is_the_manual() -> None:
+    result = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for option in ("--data-root", "--clean-dir", "--resume", "--precision", "--prompt-encoder", "--keep-last",
+                   "--grad-clip", "--finetune-lr", "torchrun"):
+        assert option in result.output
