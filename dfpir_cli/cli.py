@@ -9,6 +9,7 @@ import typer
 from . import __version__
 from .commands import fetch_weights, info, push_weights
 from .commands import restore as restore_command
+from .commands import train as train_command
 from .commands.common import debug_state
 from .commands.eval import eval_command
 
@@ -45,3 +46,4 @@ app.command("fetch-weights")(fetch_weights.fetch_weights)
 app.command("push-weights")(push_weights.push_weights)
 app.command("restore")(restore_command.restore)
 app.command("eval")(eval_command)
+app.command("train")(train_command.train)
