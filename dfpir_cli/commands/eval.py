@@ -110,42 +110,49 @@ def _number(value: float | None, digits: int) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _difference(ours: float, paper: float | None, digits: int) -> str:
-    if paper is None or math.isnan(ours):
-        return ""
-    delta = ours - paper
-    colour = "green" if delta >= 0 else "red"
-    return f"[{colour}]{delta:+.{digits}f}[/]"
+def _difference(ours: float | None, paper: float | None, digits: int) -> str:
+    if paper is None or ours is None or math.isnan(ours):
+        return "-"
+    return f"{ours - paper:+.{digits}f}"
+
+
+def _pair_cell(psnr: float | None, ssim: float | None, digits: int = 4) -> str:
+    return f"{_number(psnr, 2)} / {_number(ssim, digits)}"
 
 
 def _render(results: list[SetResult], report: dict, title: str) -> Table:
+    """One row per test set: our PSNR and SSIM, the degraded input's, and the paper's with the difference."""
     has_paper = any(result.paper for result in results)
+    has_failures = any(result.failed for result in results)
     table = Table(title=title, caption=f"conventions: {report['conventions']['description']}")
-    for column in ("test set", "images", "PSNR", "SSIM", "input PSNR", "input SSIM"):
-        table.add_column(column, justify="left" if column == "test set" else "right")
+    table.add_column("test set", no_wrap=True)
+    table.add_column("images", justify="right")
+    if has_failures:
+        table.add_column("failed", justify="right", style="yellow")
+    table.add_column("PSNR", justify="right", style="bold")
+    table.add_column("SSIM", justify="right", style="bold")
+    table.add_column("input PSNR / SSIM", justify="right")
     if has_paper:
-        for column in ("paper PSNR", "paper SSIM", "diff PSNR", "diff SSIM"):
-            table.add_column(column, justify="right")
-    for result in results:
-        failed = f" ({len(result.failed)} failed)" if result.failed else ""
-        row = [result.test_set.label, f"{len(result.scored)}{failed}", _number(result.mean("psnr"), 2),
-               _number(result.mean("ssim"), 4), _number(result.mean("input_psnr"), 2),
-               _number(result.mean("input_ssim"), 4)]
+        table.add_column("paper PSNR / SSIM", justify="right")
+        table.add_column("ours - paper", justify="right")
+
+    def add(label: str, count: str, failed: str, mean: dict[str, float | None], paper: tuple[float, float] | None,
+            style: str | None = None) -> None:
+        row = [label, count] + ([failed] if has_failures else [])
+        row += [_number(mean["psnr"], 2), _number(mean["ssim"], 4), _pair_cell(mean["input_psnr"], mean["input_ssim"])]
         if has_paper:
-            paper = result.paper
-            row += [_number(paper[0] if paper else None, 2), _number(paper[1] if paper else None, 3),
-                    _difference(result.mean("psnr"), paper[0] if paper else None, 2),
-                    _difference(result.mean("ssim"), paper[1] if paper else None, 3)]
-        table.add_row(*row)
+            row += [_pair_cell(*paper, digits=3) if paper else "-",
+                    f"{_difference(mean['psnr'], paper[0], 2)} / {_difference(mean['ssim'], paper[1], 3)}"
+                    if paper else "-"]
+        table.add_row(*row, style=style)
+
+    for result in results:
+        means = {key: result.mean(key) for key in ("psnr", "ssim", "input_psnr", "input_ssim")}
+        add(result.test_set.label, str(len(result.scored)), str(len(result.failed)), means, result.paper)
     if len(results) > 1:
         mean = report["average"]
-        row = ["average", "", _number(mean["psnr"], 2), _number(mean["ssim"], 4), _number(mean["input_psnr"], 2),
-               _number(mean["input_ssim"], 4)]
-        if has_paper:
-            row += [_number(mean["paper_psnr"], 2), _number(mean["paper_ssim"], 3),
-                    _difference(mean["psnr"] if mean["psnr"] is not None else math.nan, mean["paper_psnr"], 2),
-                    _difference(mean["ssim"] if mean["ssim"] is not None else math.nan, mean["paper_ssim"], 3)]
-        table.add_row(*row, style="bold")
+        paper = (mean["paper_psnr"], mean["paper_ssim"]) if mean["paper_psnr"] is not None else None
+        add("average", "", "", mean, paper, style="bold")
     return table
 
 
