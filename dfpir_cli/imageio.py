@@ -130,7 +130,8 @@ def _metadata(data: bytes, path: Path, max_pixels: int) -> tuple[str, bool, int,
                 exif_block = exif.tobytes()
             except Exception:  # noqa: BLE001 - keep the pixels even if the EXIF cannot be re-encoded
                 exif_block = None
-        icc = image.info.get("icc_profile") or None
+        # A CMYK JPEG decodes to RGB: its CMYK profile would then describe the wrong colours.
+        icc = (image.info.get("icc_profile") or None) if image.mode != "CMYK" else None
     return fmt, grey, orientation, exif_block, icc
 
 
@@ -174,7 +175,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
         grey = True
         pixels = torch.from_numpy(np.ascontiguousarray(array)).float().expand(3, -1, -1).contiguous()
     else:
-        pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().contiguous()
+        pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous().float()
     if scale != 1.0:
         pixels.div_(scale)
     return LoadedImage(pixels.clamp_(0, 1), alpha, grey, bit_depth, fmt, exif, icc)

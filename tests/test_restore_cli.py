@@ -307,3 +307,20 @@ def test_weights_specs(tmp_path, micro_checkpoint, monkeypatch):
     Image.fromarray(rgb()).save(tmp_path / "a.png")
     result = run(tmp_path / "a.png", "-d", "hazy", "-w", reference, "-o", tmp_path / "out")
     assert result.exit_code == 2 and "--import-official" in result.output
+
+
+def test_progress_bars_in_a_terminal(tmp_path, micro_checkpoint):
+    import os
+    import subprocess
+    import sys
+
+    Image.fromarray(rgb(16, 24)).save(tmp_path / "wide.png")  # two 16-px tiles
+    (tmp_path / "zero.png").write_bytes(b"")
+    env = {**os.environ, "TTY_COMPATIBLE": "1", "FORCE_TERMINAL": "1", "COLUMNS": "120"}
+    command = [sys.executable, "-c", "from dfpir_cli.cli import app; app()", "restore", str(tmp_path), "-d", "hazy", "-w",
+               str(micro_checkpoint), "-o", str(tmp_path / "out"), "--tile", "16", "--tile-overlap", "4"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "tiles" in result.stderr and "wide.png" in result.stderr  # file and tile bars
+    assert "failed" in result.stderr and "zero.png" in result.stderr  # failures reported as they happen
+    assert "processed" in result.stdout  # then the summary
