@@ -103,7 +103,8 @@ def collect_inputs(specs: list[str], recursive: bool = False,
         elif _GLOB_CHARS & set(spec):
             root = _glob_root(spec)
             matches = sorted(Path(match) for match in glob.glob(str(path), recursive=True))
-            matches = [m for m in matches if m.is_dir() or (m.is_file() and _is_image_name(m))]
+            matches = [m for m in matches if (m.is_dir() or (m.is_file() and _is_image_name(m)))
+                       and not (exclude is not None and m.resolve().is_relative_to(exclude))]
             if not matches:
                 problems.append(InputProblem(spec, f"no images match the pattern {spec}"))
             for match in matches:

@@ -199,6 +199,10 @@ def test_globs_keep_the_structure_below_the_pattern(tmp_path, micro_checkpoint, 
     code, summary = run_json("shots/**/*.png", "-d", "hazy", "-w", micro_checkpoint, "-o", "out")
     assert code == 0 and summary["processed"] == 2
     assert Path("out/a/x.png").is_file() and Path("out/b/x.png").is_file() and not Path("out/a/y.jpg").exists()
+    code, first = run_json("**/x.png", "-d", "hazy", "-w", micro_checkpoint, "-o", "out")
+    assert code == 0 and first["processed"] == 2 and Path("out/shots/a/x.png").is_file()
+    code, again = run_json("**/x.png", "-d", "hazy", "-w", micro_checkpoint, "-o", "out")
+    assert code == 0 and again["skipped"] == 2 and again["processed"] == 0  # its own outputs are not inputs
     result = run("shots/*.webp", "-d", "hazy", "-w", micro_checkpoint, "-o", "out")
     assert result.exit_code == 2 and "no images match" in result.output
 
