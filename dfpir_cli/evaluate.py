@@ -30,7 +30,7 @@ from .errors import DfpirError, InputError
 from .imageio import LoadedImage, read_image, write_image
 from .metrics import PAPER, MetricOptions, centre_crop, score
 from .synthesis import add_gaussian_noise_uint8, synthesize
-from .tiling import auto_tile_size, restore_tiled
+from .tiling import _free_device_memory, auto_tile_size, bytes_per_tile_pixel, restore_tiled
 
 # The paper's numbers (PSNR dB, SSIM), DESIGN.md section 5: Table 1 (3 tasks) and Table 2 (5 tasks).
 PAPER_NUMBERS: dict[int, dict[str, tuple[float, float]]] = {
@@ -46,7 +46,7 @@ ProgressCallback = Callable[[TestSet, str], None]
 @dataclass(frozen=True)
 class EvalOptions:
     metrics: MetricOptions = PAPER  # the scoring conventions
-    tile: int | None = None  # tile side; None: the largest that fits the device (whole image when it fits); 0: whole
+    tile: int | None = None  # tile side; None: whole image if it fits the device's memory, else tiles; 0: whole
     overlap: int = 32  # tile overlap in pixels
     batch_size: int = 1  # tiles per forward pass
     save_dir: Path | None = None  # keep restored images here (one sub-folder per test set)
@@ -174,6 +174,17 @@ class PairLoader:
         return centre_crop(degraded, crop), centre_crop(clean, crop)
 
 
+def fits_whole(height: int, width: int, checkpoint: Checkpoint, device: torch.device) -> bool:
+    """Whether one forward pass over the whole image fits the device's memory, with the share tiling allows.
+
+    The paper restored test images whole; so does eval wherever memory allows, also on a CPU (where
+    ``restore`` caps tiles at 512 px for speed, eval keeps the protocol). Larger images go in tiles.
+    """
+    share = 0.5 if device.type in ("cuda", "mps") else 0.25
+    needed = height * width * bytes_per_tile_pixel(checkpoint.config)
+    return needed <= share * _free_device_memory(device)
+
+
 def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, options: EvalOptions,
                   device: torch.device) -> np.ndarray:
     """Restore one H x W x 3 float image with the tiling code of ``restore``; returns it clipped to [0, 1]."""
@@ -182,7 +193,8 @@ def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, o
     code = checkpoint.prompts.code(degradation)[None]
     tile = options.tile
     if tile is None:
-        tile = auto_tile_size(device, checkpoint.config, batch_size=options.batch_size)
+        tile = None if fits_whole(image.shape[0], image.shape[1], checkpoint, device) else auto_tile_size(
+            device, checkpoint.config, batch_size=options.batch_size)
     elif tile == 0:
         tile = None
     restored = restore_tiled(model, tensor, code, tile, options.overlap, batch_size=options.batch_size)
@@ -217,6 +229,8 @@ def evaluate_set(checkpoint: Checkpoint, test_set: TestSet, options: EvalOptions
                 _save(options.save_dir / _slug(test_set.label) / Path(pair.name).with_suffix(".png"), restored)
         except (DfpirError, OSError, ValueError, cv2.error) as error:
             image.error = str(error)
+        except torch.OutOfMemoryError:
+            image.error = "out of memory while restoring it: pass a smaller --tile"
         image.seconds = time.perf_counter() - started
         result.images.append(image)
         if progress:

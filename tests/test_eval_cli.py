@@ -259,3 +259,11 @@ def test_suite_and_tiled_restoration_match_whole_image(identity_checkpoint: Path
     whole = evaluate_set(checkpoint, rain, EvalOptions(tile=0))
     tiled = evaluate_set(checkpoint, rain, EvalOptions(tile=32, overlap=8))
     assert abs(whole.mean("psnr") - tiled.mean("psnr")) < 1e-4
+
+
+def test_whole_image_when_it_fits_tiles_when_not(identity_checkpoint: Path) -> None:
+    from dfpir_cli.evaluate import fits_whole
+
+    checkpoint = load_checkpoint(identity_checkpoint)
+    assert fits_whole(64, 64, checkpoint, torch.device("cpu"))
+    assert not fits_whole(10**6, 10**6, checkpoint, torch.device("cpu"))

@@ -200,8 +200,9 @@ def eval_command(
     quantize: Annotated[bool, typer.Option(
         "--quantize", help="Round restored images to 8 bits before scoring (as scoring saved PNGs).")] = False,
     tile: Annotated[int | None, typer.Option(
-        "--tile", help="Tile side in pixels; 0: always the whole image. Default: the largest tile that fits the "
-                       "device, so images that fit run whole (as the paper did).", min=0, show_default=False)] = None,
+        "--tile", help="Tile side in pixels; 0: always the whole image. Default: the whole image when it fits the "
+                       "device's memory (as the paper did), else the largest tile that fits.", min=0,
+        show_default=False)] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Overlap between tiles, in pixels.", min=0)] = 32,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.", min=1)] = 1,
     device: DeviceOpt = "auto",
