@@ -124,7 +124,7 @@ def _render(results: list[SetResult], report: dict, title: str) -> Table:
     """One row per test set: our PSNR and SSIM, the degraded input's, and the paper's with the difference."""
     has_paper = any(result.paper for result in results)
     has_failures = any(result.failed for result in results)
-    table = Table(title=title, caption=f"conventions: {report['conventions']['description']}")
+    table = Table(title=title)
     table.add_column("test set", no_wrap=True)
     table.add_column("images", justify="right")
     if has_failures:
@@ -267,12 +267,14 @@ def eval_command(
             typer.echo(json.dumps(report, indent=2))
         else:
             out.print(_render(results, report, title))
+            out.print(f"conventions: {report['conventions']['description']}", highlight=False)
             if not quiet:
                 layouts: dict[str, list[str]] = {}
                 for test_set in sets:
                     layouts.setdefault(test_set.layout, []).append(test_set.label)
                 for layout, labels in layouts.items():
-                    out.print(f"[dim]{', '.join(labels)}: {layout}[/]", highlight=False)
+                    which = "data" if len(layouts) == 1 else ", ".join(labels)
+                    out.print(f"[dim]{which}: {layout}[/]", highlight=False)
             if csv_path is not None:
                 out.print(f"per-image results: {csv_path}")
             if save_dir is not None:
