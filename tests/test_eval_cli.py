@@ -267,3 +267,11 @@ def test_whole_image_when_it_fits_tiles_when_not(identity_checkpoint: Path) -> N
     checkpoint = load_checkpoint(identity_checkpoint)
     assert fits_whole(64, 64, checkpoint, torch.device("cpu"))
     assert not fits_whole(10**6, 10**6, checkpoint, torch.device("cpu"))
+
+
+def test_nothing_scored_exits_1(identity_checkpoint: Path, tmp_path: Path) -> None:
+    save_rgb(tmp_path / "A" / "x.png", photo(1, 32, 32))
+    save_rgb(tmp_path / "B" / "x.png", photo(2, 48, 32))
+    result = runner.invoke(app, ["eval", "-d", "paired", "--input-dir", str(tmp_path / "A"), "--target-dir",
+                                 str(tmp_path / "B"), "-g", "rain", "-w", str(identity_checkpoint), "--device", "cpu"])
+    assert result.exit_code == 1 and "size mismatch" in result.output
