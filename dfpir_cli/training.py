@@ -595,14 +595,13 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
             raise TrainingError(f"cannot resume {output}: this command describes a different training run than the "
                                 f"one saved there:\n  {shown}\nRun the same command as before (plus --resume), or "
                                 "choose another --output for a new run.")
+        saved = load_checkpoint(output / state["weights"])
         if state["finished"]:
             if not (output / "final").is_dir():  # killed between the last two saves
-                save_checkpoint(output / "final", load_checkpoint(output / state["weights"]).model,
-                                load_checkpoint(output / state["weights"]).prompts,
-                                json.loads((output / state["weights"] / "config.json").read_text())["metadata"])
+                save_checkpoint(output / "final", saved.model, saved.prompts, saved.metadata)
             raise TrainingError(f"the run in {output} already finished at step {state['step']}; its checkpoint is "
                                 f"{output / 'final'}. Choose another --output to train again.")
-        prompts = load_checkpoint(output / state["weights"]).prompts
+        prompts = saved.prompts
     else:
         prompts = make_prompts()
         if tuple(prompts.names) != tuple(recipe.degradations):
@@ -624,8 +623,7 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
         monitor.warn(trainer.precision_note)
     step, best_psnr, best_step, skipped_total = 0, None, None, 0
     if state is not None:
-        weights = load_checkpoint(output / state["weights"])
-        trainer.model.load_state_dict(weights.model.state_dict())
+        trainer.model.load_state_dict(saved.model.state_dict())
         trainer.optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:
             trainer.scaler.load_state_dict(state["scaler"])

@@ -34,8 +34,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
               "--finetune-steps", "2", "--finetune-patch-size", "40", "--lr", "2e-3", "--val-every", "2",
               "--val-per-task", "1", "--val-size", "48", "--save-every", "3", "--seed", "3"]
 
-    run([sys.executable, str(launcher), *common, "--batch-size", "4", "--finetune-batch-size", "2",
-                  "--workers", "0", "-o", str(tmp_path / "one")], tmp_path)
+    run([sys.executable, str(launcher), *common, "--batch-size", "4", "--finetune-batch-size", "2", "--workers", "0",
+         "-o", str(tmp_path / "one")], tmp_path)
     double = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                   str(launcher), *common, "--batch-size", "2", "--finetune-batch-size", "1", "--workers", "1",
                   "-o", str(tmp_path / "two")], tmp_path)

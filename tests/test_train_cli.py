@@ -39,12 +39,15 @@ def test_train_writes_a_usable_checkpoint_and_logs(tmp_path: Path, photos: Path)
     output = tmp_path / "run"
     args = ["train", "--degradations", "noisy,rain", "--clean-dir", str(photos), *MICRO_ARGS, "--steps", "4",
             "--finetune-steps", "2", "--patch-size", "32", "--finetune-patch-size", "40", "--batch-size", "2",
-            "--finetune-batch-size", "2", "--val-every", "2", "--save-every", "2", "--keep-last", "1", "-o", str(output)]
+            "--finetune-batch-size", "2", "--val-every", "2", "--save-every", "2", "--keep-last", "1", "--precision", "bf16",
+            "-o", str(output)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "1 unreadable image(s) skipped" in result.output and "broken.png" in result.output
     assert "reflect-padded" in result.output and "tiny.jpg" in result.output
     assert f"final: {output / 'final'}" in result.output
+    assert "--precision bf16 runs on CUDA only; training in fp32 on cpu" in result.output
+    assert "frozen: the DGM's linear layers" in result.output
 
     checkpoint = load_checkpoint(output / "final")
     assert checkpoint.prompts.names == ("noise25", "rain") and checkpoint.prompts.encoder == "random"

@@ -163,6 +163,9 @@ class _Display(TrainMonitor):
         resumed = f", resuming at step {info['start_step']:,}" if info["resumed"] else ""
         console.print(f"device {info['device']} ({where}), prompt codes: {info['prompt_encoder']}, "
                       f"{info['val_items']} validation image(s){resumed}", highlight=False)
+        if info["frozen"]:
+            console.print(f"[dim]{len(info['frozen'])} parameter tensors frozen: the DGM's linear layers get no "
+                          "gradient (topk indices carry none), so each prompt keeps its initial channel order[/]")
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold]phase {task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
@@ -295,8 +298,8 @@ def train(
     """Train DFPIR: the paper's recipe by default (L1, Adam, 128 px, batch 5, flips, cosine, then a fine-tune
     phase at lr 1e-5, 192 px, batch 3), resumable, with mixed precision and data parallelism.
 
-    Data parallel: start it with torchrun, for example `torchrun --no-python --nproc_per_node 4 dfpir train ...`;
-    --batch-size is per process. Only process 0 prints and writes.
+    Data parallel: start it with torchrun, for example `torchrun --standalone --nproc_per_node 4 --no-python dfpir
+    train ...` (one process per GPU; --batch-size is per process). Only process 0 prints and writes.
     """
     distributed = Distributed()
     display = None
