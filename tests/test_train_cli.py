@@ -67,6 +67,22 @@ def test_train_writes_a_usable_checkpoint_and_logs(tmp_path: Path, photos: Path)
     assert fresh.exit_code == 2 and "--resume" in fresh.output
 
 
+def test_train_on_reference_layouts_under_a_data_root(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for i in range(3):
+        write_image(root / "Denoise" / f"{i:04d}.png", seed=i)
+        write_image(root / "Derain" / "rainy" / f"rain-{i + 1}.png", seed=i + 10)
+        write_image(root / "Derain" / "gt" / f"norain-{i + 1}.png", seed=i)
+    result = runner.invoke(app, ["train", "--degradations", "noise15,noise50,rain", "--data-root", str(root),
+                                 *MICRO_ARGS, "--steps", "2", "--finetune-steps", "0", "--patch-size", "32",
+                                 "--batch-size", "3", "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "val.csv").read_text().startswith("step,phase,mean_psnr,noise15,noise50,rain\n")
+    checkpoint = load_checkpoint(tmp_path / "run" / "final")
+    assert checkpoint.prompts.names == ("noise15", "noise50", "rain")
+    assert checkpoint.metadata["recipe"]["phases"][0]["batch_size"] == 3
+
+
 def test_missing_clip_weights_suggest_random_codes(tmp_path: Path, photos: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DFPIR_CLIP_WEIGHTS", str(tmp_path / "no-such-clip.safetensors"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -128,6 +130,16 @@ def _report_data(data: TrainingData, patch_size: int) -> None:
     if report.small:
         err_console.print(f"[yellow]note:[/] {len(report.small)} image(s) are smaller than the {patch_size} px "
                           f"patches and are reflect-padded: {listing(report.small)}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _scan_status(show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A spinner while image headers are checked (a large OTS copy takes a minute or two)."""
+    if not show:
+        yield None
+        return
+    with console.status("checking training images") as status:
+        yield lambda done, total: status.update(f"checking training images: {done:,}/{total:,}")
 
 
 def _psnr_text(psnr: dict[str, float | None]) -> str:
@@ -319,9 +331,10 @@ def train(
                        "lowlight": lowlight_dir}
             largest_patch = max(phase.patch_size for phase in phases
                                 if phase.steps or (phase.steps is None and phase.epochs))
-            data = build_training_data(names, data_root=data_root, folders=folders, clean_dir=clean_dir,
-                                       patch_size=largest_patch, val_per_task=val_per_task, seed=seed,
-                                       repeat=_repeats(repeat))
+            with _scan_status(not quiet and is_interactive()) as progress:
+                data = build_training_data(names, data_root=data_root, folders=folders, clean_dir=clean_dir,
+                                           patch_size=largest_patch, val_per_task=val_per_task, seed=seed,
+                                           repeat=_repeats(repeat), progress=progress)
             if not quiet:
                 console.print(_data_table(data))
                 _report_data(data, largest_patch)
