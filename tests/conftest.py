@@ -12,6 +12,9 @@ from dfpir_cli.checkpoint import PromptBank, save_checkpoint
 from dfpir_cli.model import DFPIR, DFPIRConfig
 from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, random_codes
 
+# The networks in tests are tiny: one thread is faster than two fighting over a busy 2-core machine.
+torch.set_num_threads(1)
+
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 # Smaller than the "tiny" preset (whose DGM linears alone are 1 M parameters): fast end-to-end tests.
