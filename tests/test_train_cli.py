@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from test_train_data import write_image
 from typer.testing import CliRunner
 
@@ -15,14 +14,6 @@ from dfpir_cli.cli import app
 runner = CliRunner()
 MICRO_ARGS = ["--preset", "tiny", "--text-dim", "16", "--prompt-encoder", "random", "--workers", "0",
               "--val-per-task", "1", "--val-size", "48"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
