@@ -73,7 +73,7 @@ class TestSet:
     layout: str  # which layout was recognised, for the report
     noise_sigma: int | None = None  # inputs made from targets by the paper's 8-bit noise protocol
     unpaired: tuple[str, ...] = ()  # files that found no partner, each with the reason
-    extra: dict[str, object] = field(default_factory=dict)  # finder-specific details (synthetic: seed, size)
+    extra: dict[str, int] = field(default_factory=dict)  # finder-specific details (synthetic: seed, size)
 
     @property
     def label(self) -> str:
@@ -270,9 +270,12 @@ def find_gopro(root: Path) -> TestSet:
         scenes = [child for child in sorted(folder.iterdir()) if child.is_dir()
                   and _child(child, ("blur",)) and _child(child, ("sharp",))] if folder.is_dir() else []
         if scenes:
-            pairs, unpaired = [], []
+            pairs: list[Pair] = []
+            unpaired: list[str] = []
             for scene in scenes:
-                part = _paired_set("GoPro", "blur", _child(scene, ("blur",)), _child(scene, ("sharp",)), "")
+                scene_blur, scene_sharp = _child(scene, ("blur",)), _child(scene, ("sharp",))
+                assert scene_blur is not None and scene_sharp is not None  # scenes were chosen for having both
+                part = _paired_set("GoPro", "blur", scene_blur, scene_sharp, "")
                 pairs.extend(Pair(f"{scene.name}/{p.name}", p.input, p.target) for p in part.pairs)
                 unpaired.extend(f"{scene.name}/{u}" for u in part.unpaired)
             return TestSet("GoPro", "blur", tuple(pairs), f"{len(scenes)} scene folders, each blur/ with sharp/",

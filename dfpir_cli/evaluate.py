@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -245,7 +246,7 @@ def average(results: Sequence[SetResult], attribute: str) -> float:
 
 
 def summary(results: Sequence[SetResult], options: EvalOptions, table: int | None,
-            weights: str | None = None) -> dict[str, object]:
+            weights: str | None = None) -> dict[str, Any]:
     """The JSON summary: conventions, per-set means with the paper's numbers, and the average."""
     paper_average = PAPER_NUMBERS.get(table or 0, {}).get("average")
     labels = set(PAPER_NUMBERS.get(table or 0, {}))
@@ -269,7 +270,7 @@ CSV_COLUMNS = ("set", "dataset", "degradation", "noise_sigma", "image", "psnr", 
 
 def csv_rows(results: Sequence[SetResult]) -> list[dict[str, object]]:
     """Per-image rows for ``--csv``."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for result in results:
         test_set = result.test_set
         for image in result.images:

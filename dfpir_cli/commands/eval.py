@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -138,7 +139,7 @@ def _render(results: list[SetResult], report: dict, title: str) -> Table:
         table.add_column("paper PSNR / SSIM", justify="right")
         table.add_column("ours - paper", justify="right")
 
-    def add(label: str, count: str, failed: str, mean: dict[str, float | None], paper: tuple[float, float] | None,
+    def add(label: str, count: str, failed: str, mean: Mapping[str, float | None], paper: tuple[float, float] | None,
             style: str | None = None) -> None:
         row = [label, count] + ([failed] if has_failures else [])
         row += [_number(mean["psnr"], 2), _number(mean["ssim"], 4), _pair_cell(mean["input_psnr"], mean["input_ssim"])]
