@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,7 +143,7 @@ def pair_layout(root: Path, layout: PairedLayout) -> list[tuple[Path | None, Pat
         expected = " or ".join(f"{d}/ with {c}/" for d, c in layout.dirs)
         raise DatasetError(f"{root} has no {layout.family} pairs: expected {expected} ({layout.description}). "
                            f"Point --{layout.family}-dir at the folder that holds them.")
-    pairs: list[tuple[Path | None, Path]] = []
+    pairs: list[tuple[Path, Path]] = []
     missing: list[str] = []
     for degraded_dir, clean_dir in found:
         clean_files = list_images(clean_dir)
@@ -166,7 +166,8 @@ def pair_layout(root: Path, layout: PairedLayout) -> list[tuple[Path | None, Pat
                            "Add the missing clean images or remove the degraded ones.")
     if not pairs:
         raise DatasetError(f"{root} has {layout.family} folders but no images in them ({layout.description})")
-    return sorted(pairs, key=lambda pair: _numeric_key(pair[0]))
+    ordered = sorted(pairs, key=lambda pair: _numeric_key(pair[0]))
+    return list(ordered)  # widened to the (degraded or None, clean) pairs that Source holds
 
 
 def _clean_source(names: tuple[str, ...], root: Path, what: str) -> Source:
@@ -179,7 +180,7 @@ def _clean_source(names: tuple[str, ...], root: Path, what: str) -> Source:
 
 
 def find_sources(degradations: Sequence[str], data_root: Path | None = None,
-                 folders: dict[str, Path] | None = None, clean_dir: Path | None = None) -> list[Source]:
+                 folders: Mapping[str, Path | None] | None = None, clean_dir: Path | None = None) -> list[Source]:
     """Where each degradation's data comes from: an explicit folder, a sub-folder of ``data_root``, or ``clean_dir``.
 
     ``folders`` maps a family (noise, rain, haze, blur, lowlight) to its folder and wins over ``data_root``;
@@ -211,6 +212,7 @@ def find_sources(degradations: Sequence[str], data_root: Path | None = None,
             layout = LAYOUTS[family]
             sources.append(Source(tuple(names), folder, pair_layout(folder, layout), layout.description))
     if synthesised:
+        assert clean_dir is not None  # a family is synthesised only when there is a clean_dir
         sources.append(_clean_source(tuple(synthesised), Path(clean_dir), "--clean-dir"))
     return sources
 
@@ -224,8 +226,8 @@ def _image_size(path: Path) -> tuple[int, int] | None:
             width, height = image.size
             return height, width
     except (OSError, UnidentifiedImageError, ValueError):
-        image = read_image(path)
-        return None if image is None else image.shape[:2]
+        pixels = read_image(path)
+        return None if pixels is None else pixels.shape[:2]
 
 
 def scan(sources: list[Source], patch_size: int, progress: Callable[[int, int], None] | None = None) -> DataReport:
@@ -253,6 +255,7 @@ def scan(sources: list[Source], patch_size: int, progress: Callable[[int, int], 
             if clean_size is None or degraded_size is None:
                 continue
             if degraded_size != clean_size:
+                assert degraded is not None  # a clean-only pair has one size
                 report.mismatched.append((degraded, clean))
                 continue
             if min(clean_size) < patch_size:
@@ -298,7 +301,7 @@ def split_sources(sources: list[Source], degradations: Sequence[str], val_per_ta
 
 
 def build_training_data(degradations: Sequence[str], *, data_root: Path | None = None,
-                        folders: dict[str, Path] | None = None, clean_dir: Path | None = None,
+                        folders: Mapping[str, Path | None] | None = None, clean_dir: Path | None = None,
                         patch_size: int = 128, val_per_task: int = 8, seed: int = 0,
                         repeat: dict[str, int] | None = None,
                         progress: Callable[[int, int], None] | None = None) -> TrainingData:
@@ -435,6 +438,7 @@ class GlobalBatchSampler:
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.phase * 10_007 + epoch)
             self._order, self._epoch = torch.randperm(self.length, generator=generator), epoch
+        assert self._order is not None  # set on the first call: _epoch starts at -1
         return int(self._order[offset])
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:

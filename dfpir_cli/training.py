@@ -65,7 +65,8 @@ class Phase:
     epochs: float | None = None  # passes over the training pairs, turned into steps
 
 
-PAPER_PHASES = (Phase(1e-4, 128, 5, epochs=80), Phase(1e-5, 192, 3, epochs=5))
+PAPER_EPOCHS = (80, 5)  # main phase, fine-tune phase
+PAPER_PHASES = (Phase(1e-4, 128, 5, epochs=PAPER_EPOCHS[0]), Phase(1e-5, 192, 3, epochs=PAPER_EPOCHS[1]))
 
 
 @dataclass(frozen=True)
@@ -441,7 +442,9 @@ def _atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
 
 def _rng_state() -> dict[str, Any]:
     version, mt_state, gauss = random.getstate()
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    assert isinstance(numpy_state, tuple)  # the global generator is always MT19937, whose legacy state is a tuple
+    kind, keys, position, has_gauss, cached = numpy_state
     state = {"python": {"version": version, "state": torch.tensor(mt_state, dtype=torch.int64), "gauss": gauss},
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
                        "has_gauss": int(has_gauss), "cached": float(cached)},

@@ -182,3 +182,22 @@ def test_ddp_process_split_gives_the_same_step_as_one_process(data) -> None:
     loss.backward()
     for p, g0, g1 in zip(whole.parameters, *grads, strict=True):
         np.testing.assert_allclose(p.grad.numpy(), ((g0 + g1) / 2).numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_rng_state_round_trip_restores_python_numpy_and_torch_draws() -> None:
+    """A resumed run continues every random stream where the saved one stopped (numpy's legacy tuple state too)."""
+    import random
+
+    from dfpir_cli.training import _rng_state, _set_rng_state
+
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
+    np.random.standard_normal()  # leaves a cached Gaussian in numpy's state
+    state = _rng_state()
+    first = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist())
+    random.seed(6)
+    np.random.seed(6)
+    torch.manual_seed(6)
+    _set_rng_state(state)
+    assert (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()) == first

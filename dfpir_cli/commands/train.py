@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ..checkpoint import PromptBank
@@ -21,6 +29,7 @@ from ..model import PRESETS, DFPIRConfig
 from ..prompts import DEGRADATIONS, TASK_SETS, ClipTextEncoder, random_codes, resolve_degradation
 from ..train_data import TrainingData, build_training_data
 from ..training import (
+    PAPER_EPOCHS,
     PAPER_PHASES,
     Distributed,
     Phase,
@@ -155,9 +164,9 @@ class _Display(TrainMonitor):
     def __init__(self, live: bool, quiet: bool, log_every: int) -> None:
         self.live, self.quiet, self.log_every = live and not quiet, quiet, log_every
         self.progress: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
         self.last_val = ""
-        self.loss = None
+        self.loss: float | None = None
         self.started_at = time.perf_counter()
 
     def started(self, info: dict[str, Any]) -> None:
@@ -195,7 +204,7 @@ class _Display(TrainMonitor):
 
     def step(self, info: StepInfo) -> None:
         self.loss = info.loss if self.loss is None else 0.9 * self.loss + 0.1 * info.loss
-        if self.progress is not None:
+        if self.progress is not None and self.task is not None:
             self.progress.update(self.task, completed=info.step, phase=info.phase + 1, loss=f"{self.loss:.4f}",
                                  lr=f"{info.lr:.2e}", speed=f"{info.samples_per_s:.1f} samples/s",
                                  val=self.last_val)
@@ -249,7 +258,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output exactly where its last "
                                                           "save left it (same options as before).")] = False,
     steps: Annotated[int | None, typer.Option("--steps", help="Steps of the main phase (wins over --epochs).")] = None,
-    epochs: Annotated[float, typer.Option("--epochs", help="Epochs of the main phase.")] = PAPER_PHASES[0].epochs,
+    epochs: Annotated[float, typer.Option("--epochs", help="Epochs of the main phase.")] = PAPER_EPOCHS[0],
     patch_size: Annotated[int, typer.Option("--patch-size", help="Patch size of the main phase, a multiple of 8.")]
     = PAPER_PHASES[0].patch_size,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per process and step in the main phase "
@@ -260,7 +269,7 @@ def train(
     finetune_steps: Annotated[int | None, typer.Option("--finetune-steps", help="Steps of the fine-tune phase "
                                                                                 "(wins over --finetune-epochs).")] = None,
     finetune_epochs: Annotated[float, typer.Option("--finetune-epochs", help="Epochs of the fine-tune phase; "
-                                                                             "0 skips it.")] = PAPER_PHASES[1].epochs,
+                                                                             "0 skips it.")] = PAPER_EPOCHS[1],
     finetune_patch_size: Annotated[int, typer.Option("--finetune-patch-size")] = PAPER_PHASES[1].patch_size,
     finetune_batch_size: Annotated[int, typer.Option("--finetune-batch-size")] = PAPER_PHASES[1].batch_size,
     finetune_lr: Annotated[float, typer.Option("--finetune-lr")] = PAPER_PHASES[1].lr,
