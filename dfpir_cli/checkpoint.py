@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,18 +200,22 @@ def infer_config(state_dict: dict[str, torch.Tensor]) -> DFPIRConfig:
         pattern = re.compile(rf"^{prefix}\.(\d+)\.")
         return len({match.group(1) for key in state_dict if (match := pattern.match(key))})
 
+    def per_level(value: Callable[[str], int]) -> tuple[int, int, int, int]:
+        level1, level2, level3, latent = (value(name) for name in ("encoder_level1", "encoder_level2", "encoder_level3",
+                                                                    "latent"))
+        return level1, level2, level3, latent
+
     try:
         dim = state_dict["patch_embed.proj.weight"].shape[0]
         in_channels = state_dict["patch_embed.proj.weight"].shape[1]
-        heads = tuple(state_dict[f"{name}.0.attn.temperature"].shape[0]
-                      for name in ("encoder_level1", "encoder_level2", "encoder_level3", "latent"))
+        heads = per_level(lambda name: state_dict[f"{name}.0.attn.temperature"].shape[0])
         hidden = state_dict["encoder_level1.0.ffn.project_out.weight"].shape[1]
     except KeyError as error:
         raise CheckpointError(f"not a DFPIR/Restormer state dict: key {error} is missing") from error
     factor = 2.66 if int(dim * 2.66) == hidden else hidden / dim
     dgcpm = "encoder_shuffle_channel1.conv1x1.weight" in state_dict
     caapm = "encoder_shuffle_channel1.select_attn.q.weight" in state_dict
-    num_blocks = tuple(count(name) for name in ("encoder_level1", "encoder_level2", "encoder_level3", "latent"))
+    num_blocks = per_level(count)
     return DFPIRConfig(dim=dim, num_blocks=num_blocks, num_refinement_blocks=count("refinement"), heads=heads,
                        ffn_expansion_factor=factor, bias="patch_embed.proj.bias" in state_dict,
                        in_channels=in_channels, out_channels=state_dict["output.weight"].shape[0],

@@ -8,9 +8,10 @@ with a known degradation name never needs CLIP; CLIP is needed only for new free
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -142,7 +143,9 @@ class ClipTextEncoder:
         """Codes of ``texts``: ``encode_text`` output, float32, not normalised (as DFPIR was trained)."""
         device = next(self.model.parameters()).device
         tokens = self.tokenizer(list(texts)).to(device)
-        return self.model.encode_text(tokens).float().cpu()
+        # an open_clip model method; nn.Module's typing cannot see it
+        encode_text = cast(Callable[[torch.Tensor], torch.Tensor], self.model.encode_text)
+        return encode_text(tokens).float().cpu()
 
 
 def random_codes(names: tuple[str, ...] | list[str], seed: int = 0, dim: int = 512) -> torch.Tensor:

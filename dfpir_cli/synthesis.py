@@ -55,7 +55,7 @@ def gaussian_noise(clean: np.ndarray, sigma: float, rng: np.random.Generator) ->
 def _line_kernel(length: int, angle_degrees: float) -> np.ndarray:
     """A normalised, anti-aliased line of ``length`` pixels through the centre of an odd square kernel."""
     size = length if length % 2 else length + 1
-    kernel = np.zeros((size * 4, size * 4), dtype=np.float32)  # drawn at 4x, then area-averaged down
+    kernel: np.ndarray = np.zeros((size * 4, size * 4), dtype=np.float32)  # drawn at 4x, then area-averaged down
     centre = (size * 4 - 1) / 2
     dx, dy = math.sin(math.radians(angle_degrees)), math.cos(math.radians(angle_degrees))
     half = (length * 4 - 1) / 2
@@ -77,7 +77,7 @@ def rain_streaks(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     brightness = rng.uniform(0.5, 0.9)
     seeds = (rng.random((height, width)) < density).astype(np.float32)
     seeds *= rng.uniform(0.6, 1.0, size=(height, width)).astype(np.float32)  # streaks differ in strength
-    streaks = cv2.filter2D(seeds, -1, _line_kernel(length, angle), borderType=cv2.BORDER_REFLECT)
+    streaks: np.ndarray = cv2.filter2D(seeds, -1, _line_kernel(length, angle), borderType=cv2.BORDER_REFLECT)
     streaks = cv2.GaussianBlur(streaks, (3, 3), 0.6)
     peak = float(streaks.max())
     if peak > 0:

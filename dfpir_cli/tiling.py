@@ -164,6 +164,8 @@ def _free_device_memory(device: torch.device) -> int:
         return int(free)
     if device.type == "mps":
         mps = getattr(torch, "mps", None)
+        if mps is None:
+            return _available_host_memory()
         try:
             return int(mps.recommended_max_memory() - mps.driver_allocated_memory())
         except (AttributeError, RuntimeError):
