@@ -6,18 +6,9 @@ Feature maps travel in channels-last memory format: a (B, C, H, W) tensor whose 
 channels per pixel. In that layout a 1x1 convolution is one matrix product over the pixel rows, the
 depthwise 3x3 convolutions and the per-pixel LayerNorm run several times faster than in NCHW, and the
 channel attention reads q, k and v where the depthwise convolution wrote them, without copies.
-
-On the CPU the wide hidden maps (1x1 conv then depthwise 3x3: up to 5.3 times the block's width) are
-built a band of image rows at a time (:func:`row_bands`), each band with one halo row above and below for
-the 3x3 kernel. A band of ~16 MiB largely stays in cache between the convolutions, the gate and the
-projection, and the allocator recycles it instead of faulting in fresh pages for every layer, which for
-a full-size map (130 MiB at 256x256) costs about as much as the arithmetic. This saves about a quarter of
-the CPU time; results are the same up to float rounding.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,38 +23,6 @@ def pixel_rows(x: torch.Tensor) -> torch.Tensor:
 def from_pixel_rows(rows: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, H*W, C) -> a channels-last (B, C, H, W) view of the same memory."""
     return rows.view(rows.shape[0], height, width, rows.shape[-1]).permute(0, 3, 1, 2)
-
-
-# Hidden-map bytes per band of rows on the CPU. About the L3 cache, and under glibc's 32 MiB mmap threshold,
-# so freed bands are reused rather than unmapped. Smaller bands do a little less work but add parallel
-# regions, each of which waits for every thread: on a loaded machine that costs more than it saves.
-BAND_BYTES = 16 * 2**20
-
-
-def row_bands(height: int, row_bytes: int, device: torch.device) -> list[tuple[int, int]]:
-    """Split ``height`` rows into ``(top, bottom)`` bands of about BAND_BYTES of hidden map each (CPU).
-
-    Other devices get one band: there, fewer and larger kernels are what is fast.
-    """
-    if device.type != "cpu":
-        return [(0, height)]
-    rows = max(8, BAND_BYTES // max(row_bytes, 1))  # at least 8 rows: 2 halo rows cost 25% at most
-    return [(top, min(top + rows, height)) for top in range(0, height, rows)]
-
-
-def local_conv(x: torch.Tensor, pointwise_conv: nn.Conv2d, depthwise_conv: nn.Conv2d, top: int,
-               bottom: int) -> torch.Tensor:
-    """Rows ``top:bottom`` of ``depthwise_conv(pointwise_conv(x))``, from rows ``top-1:bottom+1`` of x.
-
-    The depthwise kernel is 3x3 with zero padding, so one halo row on each side is all a band needs, and
-    at the image border the padding is the same as for the whole map.
-    """
-    above, below = max(top - 1, 0), min(bottom + 1, x.shape[-2])
-    return depthwise_conv(pointwise_conv(x[:, :, above:below]))[:, :, top - above:bottom - above]
-
-
-def join_bands(bands: list[torch.Tensor]) -> torch.Tensor:
-    return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
 
 
 def pointwise(conv: nn.Conv2d, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,30 +80,24 @@ class LayerNorm(nn.Module):
         return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def channel_attention_map(q: Sequence[torch.Tensor], k: Sequence[torch.Tensor], temperature: torch.Tensor,
-                          heads: int, keep: int | None = None) -> torch.Tensor:
+def channel_attention_map(q: torch.Tensor, k: torch.Tensor, temperature: torch.Tensor, heads: int,
+                          keep: int | None = None) -> torch.Tensor:
     """The transposed (channel) attention of Restormer's MDTA and DFPIR's CAAPM, as one (B, C, C) matrix.
 
-    q and k are pixel rows (B, pixels, C), given band by band (their bands together are the whole map).
-    Per head, ``softmax(q_n @ k_n^T * temperature)`` over the C/heads channels of that head, with q_n, k_n
-    the rows of q^T, k^T L2-normalised along the pixels. The heads' maps are returned as the diagonal
-    blocks of a (B, C, C) matrix A, so that the attention output is ``A @ v`` and the 1x1 projection after
-    it folds in: ``W_out @ (A @ v) = (W_out @ A) @ v``. With ``keep``, only the ``keep`` largest logits of
-    each row survive (CAAPM's top-k, DFPIR section 3.3).
+    q and k are pixel rows (B, H*W, C). Per head, ``softmax(q_n @ k_n^T * temperature)`` over the C/heads
+    channels of that head, with q_n, k_n the rows of q^T, k^T L2-normalised along the pixels. The heads'
+    maps are returned as the diagonal blocks of a (B, C, C) matrix A, so that the attention output is
+    ``A @ v`` and the 1x1 projection after it folds in: ``W_out @ (A @ v) = (W_out @ A) @ v``. With
+    ``keep``, only the ``keep`` largest logits of each row survive (CAAPM's top-k, DFPIR section 3.3).
     """
-    batch, _, channels = q[0].shape
+    batch, _, channels = q.shape
     width = channels // heads
-    logits = q_squares = k_squares = 0
-    for q_band, k_band in zip(q, k, strict=True):
-        q_heads = q_band.view(batch, -1, heads, width).permute(0, 2, 3, 1)  # (B, head, c, pixels)
-        k_heads = k_band.view(batch, -1, heads, width).transpose(1, 2)  # (B, head, pixels, c)
-        logits = logits + q_heads @ k_heads
-        q_squares = q_squares + q_band.square().sum(dim=1)
-        k_squares = k_squares + k_band.square().sum(dim=1)
     # Normalising q and k is dividing the logits by the outer product of their norms (F.normalize's eps).
-    q_norm = q_squares.sqrt().clamp_min(1e-12).view(batch, heads, width, 1)
-    k_norm = k_squares.sqrt().clamp_min(1e-12).view(batch, heads, 1, width)
-    logits = logits * (temperature / (q_norm * k_norm))
+    q_norm = torch.linalg.vector_norm(q, dim=1).clamp_min(1e-12).view(batch, heads, width, 1)
+    k_norm = torch.linalg.vector_norm(k, dim=1).clamp_min(1e-12).view(batch, heads, 1, width)
+    q_heads = q.view(batch, -1, heads, width).permute(0, 2, 3, 1)  # (B, head, c, HW)
+    k_heads = k.view(batch, -1, heads, width).transpose(1, 2)  # (B, head, HW, c)
+    logits = (q_heads @ k_heads) * (temperature / (q_norm * k_norm))
     if keep is not None and keep < width:
         kept = torch.topk(logits, k=keep, dim=-1).indices
         mask = torch.full_like(logits, float("-inf")).scatter_(-1, kept, 0.0)
@@ -156,23 +109,19 @@ def channel_attention_map(q: Sequence[torch.Tensor], k: Sequence[torch.Tensor], 
     return torch.einsum("bhij,hg->bhigj", attention, eye).reshape(batch, channels, channels)
 
 
-def attend(mix: torch.Tensor, v: Sequence[torch.Tensor], project_out: nn.Conv2d, scale: torch.Tensor | None,
-           bands: list[tuple[int, int]], width: int, residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``project_out(scale * (mix @ v)) (+ residual)``: one GEMM per band of v's pixel rows (B, pixels, C)."""
+def attend(mix: torch.Tensor, v: torch.Tensor, project_out: nn.Conv2d, scale: torch.Tensor | None,
+           height: int, width: int, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``project_out(scale * (mix @ v)) (+ residual)`` as one GEMM over the pixel rows of v (B, H*W, C)."""
     weight = project_out.weight.view(project_out.out_channels, project_out.in_channels) @ mix
     if scale is not None:
         weight = weight * scale
-    weight = weight.transpose(1, 2)
-    outputs = []
-    for (top, bottom), v_band in zip(bands, v, strict=True):
-        if residual is None:
-            out = torch.bmm(v_band, weight)
-        else:
-            out = torch.baddbmm(pixel_rows(residual[:, :, top:bottom]), v_band, weight)
-        if project_out.bias is not None:
-            out = out + project_out.bias
-        outputs.append(from_pixel_rows(out, bottom - top, width))
-    return join_bands(outputs)
+    if residual is None:
+        out = torch.bmm(v, weight.transpose(1, 2))
+    else:
+        out = torch.baddbmm(pixel_rows(residual), v, weight.transpose(1, 2))
+    if project_out.bias is not None:
+        out = out + project_out.bias
+    return from_pixel_rows(out, height, width)
 
 
 class Attention(nn.Module):
@@ -188,12 +137,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``project_out(attention(x)) (+ residual)``."""
-        height, width = x.shape[-2:]
-        bands = row_bands(height, width * self.qkv_dwconv.out_channels * x.element_size(), x.device)
-        q, k, v = zip(*(pixel_rows(local_conv(x, self.qkv, self.qkv_dwconv, top, bottom)).chunk(3, dim=-1)
-                        for top, bottom in bands), strict=True)
+        q, k, v = pixel_rows(self.qkv_dwconv(self.qkv(x))).chunk(3, dim=-1)
         mix = channel_attention_map(q, k, self.temperature, self.heads)
-        return attend(mix, v, self.project_out, None, bands, width, residual=residual)
+        return attend(mix, v, self.project_out, None, *x.shape[-2:], residual=residual)
 
 
 class FeedForward(nn.Module):
@@ -207,14 +153,9 @@ class FeedForward(nn.Module):
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """``project_out(gelu(x1) * x2) (+ residual)``, band by band of rows (see :func:`row_bands`)."""
-        height, width = x.shape[-2:]
-        outputs = []
-        for top, bottom in row_bands(height, width * self.dwconv.out_channels * x.element_size(), x.device):
-            gate, value = local_conv(x, self.project_in, self.dwconv, top, bottom).chunk(2, dim=1)
-            band_residual = None if residual is None else residual[:, :, top:bottom]
-            outputs.append(pointwise(self.project_out, _gelu_gate(gate, value), band_residual))
-        return join_bands(outputs)
+        """``project_out(gelu(x1) * x2) (+ residual)``."""
+        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return pointwise(self.project_out, _gelu_gate(gate, value), residual)
 
 
 class TransformerBlock(nn.Module):
