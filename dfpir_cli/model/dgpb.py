@@ -34,8 +34,8 @@ class CrossAttention(nn.Module):
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q = pixel_rows(self.q_dwconv(self.q(query)))
         k, v = pixel_rows(self.kv_dwconv(self.kv(context))).chunk(2, dim=-1)
-        mix = channel_attention_map(q, k, self.temperature, self.heads, keep=self.keep)
-        return attend(mix, v, self.project_out, self.attn4, *query.shape[-2:])
+        attention = channel_attention_map(q, k, self.temperature, self.heads, keep=self.keep)
+        return attend(attention * self.attn4, v, self.project_out, *query.shape[-2:])
 
 
 class DGPB(nn.Module):
@@ -80,9 +80,9 @@ class DGPB(nn.Module):
         else:  # "attention": the ablation that weights channels instead of reordering them
             gate = torch.sigmoid(scores)[:, :, None]
             lift_weight, lift_bias = lift_weight * gate, self.conv1x1.bias * gate[..., 0]
-        weight = out_weight @ lift_weight  # (B, C, C)
+        weight_t = lift_weight.transpose(1, 2) @ out_weight.t()  # (B, C, C), transposed for the pixel rows
         bias = lift_bias @ out_weight.t() + self.conv_out.bias  # (B, C)
-        out = torch.baddbmm(bias[:, None, :], pixel_rows(feature), weight.transpose(1, 2))
+        out = torch.baddbmm(bias[:, None, :], pixel_rows(feature), weight_t)
         return from_pixel_rows(out, *feature.shape[-2:])
 
     def forward(self, feature: torch.Tensor, text_code: torch.Tensor) -> torch.Tensor:

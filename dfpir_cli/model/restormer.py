@@ -81,20 +81,21 @@ class LayerNorm(nn.Module):
 
 
 def channel_attention_map(q: torch.Tensor, k: torch.Tensor, temperature: torch.Tensor, heads: int,
-                          keep: int | None = None) -> torch.Tensor:
-    """The transposed (channel) attention of Restormer's MDTA and DFPIR's CAAPM, as one (B, C, C) matrix.
+                          keep: int | None = None, norms: torch.Tensor | None = None) -> torch.Tensor:
+    """The transposed (channel) attention maps of Restormer's MDTA and DFPIR's CAAPM: (B, heads, c, c).
 
-    q and k are pixel rows (B, H*W, C). Per head, ``softmax(q_n @ k_n^T * temperature)`` over the C/heads
-    channels of that head, with q_n, k_n the rows of q^T, k^T L2-normalised along the pixels. The heads'
-    maps are returned as the diagonal blocks of a (B, C, C) matrix A, so that the attention output is
-    ``A @ v`` and the 1x1 projection after it folds in: ``W_out @ (A @ v) = (W_out @ A) @ v``. With
-    ``keep``, only the ``keep`` largest logits of each row survive (CAAPM's top-k, DFPIR section 3.3).
+    q and k are pixel rows (B, H*W, C), c = C / heads. Per head, ``softmax(q_n @ k_n^T * temperature)``,
+    with q_n, k_n the rows of q^T, k^T L2-normalised along the pixels. With ``keep``, only the ``keep``
+    largest logits of each row survive (CAAPM's top-k, DFPIR section 3.3). ``norms`` (B, 2C) are the L2
+    norms along the pixels of q's, then k's channels, for a caller that can get both in one pass.
     """
     batch, _, channels = q.shape
     width = channels // heads
+    if norms is None:
+        norms = torch.cat([torch.linalg.vector_norm(q, dim=1), torch.linalg.vector_norm(k, dim=1)], dim=1)
     # Normalising q and k is dividing the logits by the outer product of their norms (F.normalize's eps).
-    q_norm = torch.linalg.vector_norm(q, dim=1).clamp_min(1e-12).view(batch, heads, width, 1)
-    k_norm = torch.linalg.vector_norm(k, dim=1).clamp_min(1e-12).view(batch, heads, 1, width)
+    q_norm, k_norm = norms.clamp_min(1e-12).chunk(2, dim=1)
+    q_norm, k_norm = q_norm.view(batch, heads, width, 1), k_norm.view(batch, heads, 1, width)
     q_heads = q.view(batch, -1, heads, width).permute(0, 2, 3, 1)  # (B, head, c, HW)
     k_heads = k.view(batch, -1, heads, width).transpose(1, 2)  # (B, head, HW, c)
     logits = (q_heads @ k_heads) * (temperature / (q_norm * k_norm))
@@ -102,23 +103,24 @@ def channel_attention_map(q: torch.Tensor, k: torch.Tensor, temperature: torch.T
         kept = torch.topk(logits, k=keep, dim=-1).indices
         mask = torch.full_like(logits, float("-inf")).scatter_(-1, kept, 0.0)
         logits = logits + mask
-    attention = logits.softmax(dim=-1)
-    if heads == 1:
-        return attention.view(batch, channels, channels)
-    eye = torch.eye(heads, dtype=attention.dtype, device=attention.device)
-    return torch.einsum("bhij,hg->bhigj", attention, eye).reshape(batch, channels, channels)
+    return logits.softmax(dim=-1)
 
 
-def attend(mix: torch.Tensor, v: torch.Tensor, project_out: nn.Conv2d, scale: torch.Tensor | None,
-           height: int, width: int, residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``project_out(scale * (mix @ v)) (+ residual)`` as one GEMM over the pixel rows of v (B, H*W, C)."""
-    weight = project_out.weight.view(project_out.out_channels, project_out.in_channels) @ mix
-    if scale is not None:
-        weight = weight * scale
+def attend(attention: torch.Tensor, v: torch.Tensor, project_out: nn.Conv2d, height: int, width: int,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``project_out(attention @ v) (+ residual)`` as one GEMM over the pixel rows of v (B, H*W, C).
+
+    With A the block-diagonal (C, C) matrix of the heads' maps, the output rows are
+    ``v @ A^T @ W_out^T``: the small product ``A^T @ W_out^T`` (head by head, no zero blocks) is formed
+    first, so the attention output before the projection is never built.
+    """
+    batch, heads, head_width, _ = attention.shape
+    weight_t = project_out.weight.view(project_out.out_channels, -1).t().reshape(heads, head_width, -1)
+    mixed = (attention.transpose(-1, -2) @ weight_t).reshape(batch, heads * head_width, -1)
     if residual is None:
-        out = torch.bmm(v, weight.transpose(1, 2))
+        out = torch.bmm(v, mixed)
     else:
-        out = torch.baddbmm(pixel_rows(residual), v, weight.transpose(1, 2))
+        out = torch.baddbmm(pixel_rows(residual), v, mixed)
     if project_out.bias is not None:
         out = out + project_out.bias
     return from_pixel_rows(out, height, width)
@@ -137,9 +139,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``project_out(attention(x)) (+ residual)``."""
-        q, k, v = pixel_rows(self.qkv_dwconv(self.qkv(x))).chunk(3, dim=-1)
-        mix = channel_attention_map(q, k, self.temperature, self.heads)
-        return attend(mix, v, self.project_out, None, *x.shape[-2:], residual=residual)
+        qk, v = pixel_rows(self.qkv_dwconv(self.qkv(x))).split([2 * x.shape[1], x.shape[1]], dim=-1)
+        norms = torch.linalg.vector_norm(qk, dim=1)  # q and k side by side: one pass for both
+        attention = channel_attention_map(*qk.chunk(2, dim=-1), self.temperature, self.heads, norms=norms)
+        return attend(attention, v, self.project_out, *x.shape[-2:], residual=residual)
 
 
 class FeedForward(nn.Module):
