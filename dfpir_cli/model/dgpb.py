@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .config import DFPIRConfig
-from .restormer import FeedForward, LayerNorm, attend, channel_attention_map, from_pixel_rows, pixel_rows
+from .restormer import FeedForward, LayerNorm, attend, channel_attention_map, from_pixel_rows, local_conv, pixel_rows, row_bands
 
 
 class CrossAttention(nn.Module):
@@ -32,10 +32,13 @@ class CrossAttention(nn.Module):
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        q = pixel_rows(self.q_dwconv(self.q(query)))
-        k, v = pixel_rows(self.kv_dwconv(self.kv(context))).chunk(2, dim=-1)
+        height, width = query.shape[-2:]
+        bands = row_bands(height, width * self.kv_dwconv.out_channels * query.element_size(), query.device)
+        q = [pixel_rows(local_conv(query, self.q, self.q_dwconv, top, bottom)) for top, bottom in bands]
+        k, v = zip(*(pixel_rows(local_conv(context, self.kv, self.kv_dwconv, top, bottom)).chunk(2, dim=-1)
+                     for top, bottom in bands), strict=True)
         attention = channel_attention_map(q, k, self.temperature, self.heads, keep=self.keep)
-        return attend(attention * self.attn4, v, self.project_out, *query.shape[-2:])
+        return attend(attention * self.attn4, v, self.project_out, bands, width)
 
 
 class DGPB(nn.Module):
