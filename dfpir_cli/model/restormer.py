@@ -9,10 +9,10 @@ channel attention reads q, k and v where the depthwise convolution wrote them, w
 
 On the CPU the wide hidden maps (1x1 conv then depthwise 3x3: qkv, and GDFN's 5.3x-wide map) are built
 a band of image rows at a time (:func:`row_bands`), each band with one halo row above and below for the
-3x3 kernel. A ~16 MiB band largely stays in cache between the convolutions, the gate and the projection,
-and the allocator recycles it instead of faulting in fresh pages for every layer, which for a full-size
-map (130 MiB at 256x256) costs about as much as the arithmetic. On an idle 2-core machine this takes a
-256x256 forward pass from 3.0 s to 2.0 s. Results are the same up to float rounding.
+3x3 kernel. The allocator recycles a band of under 32 MiB instead of faulting in fresh pages for every
+layer, which for a full-size map (130 MiB at 256x256) costs about as much as the arithmetic, and much of
+a band stays in cache between the convolutions, the gate and the projection. On an idle 2-core machine
+this takes a 256x256 forward pass from 3.0 s to 2.0-2.2 s. Results are the same up to float rounding.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ def from_pixel_rows(rows: torch.Tensor, height: int, width: int) -> torch.Tensor
     return rows.view(rows.shape[0], height, width, rows.shape[-1]).permute(0, 3, 1, 2)
 
 
-# Hidden-map bytes per band of rows on the CPU: about the L3 cache, and under glibc's 32 MiB mmap threshold
-# so that freed bands are reused rather than unmapped. Each band adds a few parallel regions; on a machine
-# where other processes hold the cores every region waits for a descheduled thread, so bands cost there.
-BAND_BYTES = 16 * 2**20
+# Hidden-map bytes per band of rows on the CPU: under glibc's 32 MiB mmap threshold, so that freed bands
+# are reused rather than unmapped. Smaller bands (16 MiB) save a little more CPU time on an idle machine,
+# but each band adds parallel regions, and where other processes hold the cores every region waits for a
+# descheduled thread: 30 MiB keeps most of the gain and loses little there.
+BAND_BYTES = 30 * 2**20
 
 
 def row_bands(height: int, row_bytes: int, device: torch.device) -> list[tuple[int, int]]:
