@@ -43,7 +43,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .checkpoint import PromptBank, load_checkpoint, save_checkpoint
+from .checkpoint import PromptBank, load_checkpoint, load_weights_strict, save_checkpoint
 from .device import pick_device
 from .errors import InputError, TrainingError
 from .model import DFPIR, DFPIRConfig
@@ -84,6 +84,7 @@ class Recipe:
     flips: bool = True  # random horizontal and vertical flips
     seed: int = 0  # network init, data order, crops, synthetic degradations
     prompt_encoder: str = "clip"  # what made the prompt codes: clip or random
+    init_weights: str | None = None  # the checkpoint a fine-tune starts from (None: random init), for the record
 
     def __post_init__(self) -> None:
         if not self.degradations:
@@ -567,10 +568,12 @@ def _worker_init(_: int) -> None:
 
 def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts: Callable[[], PromptBank],
           *, device: torch.device | str = "cpu", distributed: Distributed | None = None,
-          monitor: TrainMonitor | None = None) -> TrainResult:
+          monitor: TrainMonitor | None = None, initial_weights: dict[str, torch.Tensor] | None = None) -> TrainResult:
     """Run (or resume) a training run into ``options.output``; returns where the checkpoints are.
 
     ``make_prompts`` is called for a fresh run only; a resumed run reuses the codes saved with it.
+    ``initial_weights`` (a state dict of ``recipe.config``'s network) replace the random init of a fresh run:
+    fine-tuning. A resumed run continues from its own saved weights.
     """
     distributed = distributed or Distributed()
     monitor = monitor if (monitor is not None and distributed.is_main) else TrainMonitor()
@@ -625,6 +628,8 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
     if trainer.precision_note:
         monitor.warn(trainer.precision_note)
     step, best_psnr, best_step, skipped_total = 0, None, None, 0
+    if state is None and initial_weights is not None:
+        load_weights_strict(trainer.model, initial_weights, "the --init-weights checkpoint")
     if state is not None:
         trainer.model.load_state_dict(saved.model.state_dict())
         trainer.optimizer.load_state_dict(state["optimizer"])

@@ -117,3 +117,34 @@ def test_help_is_the_manual() -> None:
     for option in ("--data-root", "--clean-dir", "--resume", "--precision", "--prompt-encoder", "--keep-last",
                    "--grad-clip", "--finetune-lr", "torchrun"):
         assert option in result.output
+
+
+def test_init_weights_fine_tunes_a_checkpoint_with_its_own_codes(tmp_path: Path, photos: Path) -> None:
+    common = ["--clean-dir", str(photos), "--workers", "0", "--val-per-task", "1", "--val-size", "48",
+              "--finetune-steps", "0", "--patch-size", "32", "--batch-size", "2"]
+    base = runner.invoke(app, ["train", "--degradations", "noisy,rain", *MICRO_ARGS[:-6], *common, "--steps", "2",
+                               "-o", str(tmp_path / "base")])
+    assert base.exit_code == 0, base.output
+    start = load_checkpoint(tmp_path / "base" / "final")
+
+    # lr 1e-12: Adam moves each weight by about 1e-12, so the result shows the starting point
+    tuned = runner.invoke(app, ["train", "--degradations", "rain", "--init-weights", str(tmp_path / "base" / "final"),
+                                *common, "--steps", "1", "--lr", "1e-12", "--min-lr", "1e-13", "-o", str(tmp_path / "ft")])
+    assert tuned.exit_code == 0, tuned.output
+    result = load_checkpoint(tmp_path / "ft" / "final")
+    assert result.config == start.config and result.metadata["preset"] == "tiny"
+    assert result.prompts.names == ("rain",) and result.prompts.encoder == "random"
+    assert result.prompts.codes[0].equal(start.prompts.code("rain"))
+    assert result.metadata["recipe"]["init_weights"] == str(tmp_path / "base" / "final")
+    before, after = start.model.state_dict(), result.model.state_dict()
+    assert max((before[k] - after[k]).abs().max().item() for k in before) < 1e-6
+
+    unknown = runner.invoke(app, ["train", "--degradations", "haze", "--init-weights", str(tmp_path / "base" / "final"),
+                                  *common, "--steps", "1", "-o", str(tmp_path / "x")])
+    assert unknown.exit_code == 2 and "no prompt code for haze" in unknown.output
+    both = runner.invoke(app, ["train", "--degradations", "rain", "--init-weights", str(tmp_path / "base" / "final"),
+                               "--preset", "tiny", *common, "--steps", "1", "-o", str(tmp_path / "y")])
+    assert both.exit_code == 2 and "drop --preset and --text-dim" in both.output
+    missing = runner.invoke(app, ["train", "--degradations", "rain", "--init-weights", str(tmp_path / "nothing"),
+                                  *common, "--steps", "1", "-o", str(tmp_path / "z")])
+    assert missing.exit_code == 2 and "no such file or folder" in missing.output

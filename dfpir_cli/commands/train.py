@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..checkpoint import PromptBank
+from ..checkpoint import Checkpoint, PromptBank
 from ..errors import ClipUnavailableError, InputError
 from ..model import PRESETS, DFPIRConfig
 from ..prompts import DEGRADATIONS, TASK_SETS, ClipTextEncoder, random_codes, resolve_degradation
@@ -44,6 +44,7 @@ from ..training import (
 from ..training import (
     train as run_training,
 )
+from ..weights import resolve_weights
 from .common import DeviceOpt, QuietOpt, console, err_console, handle_errors, is_interactive
 
 
@@ -87,6 +88,24 @@ def _repeats(values: list[str] | None) -> dict[str, int]:
             raise InputError(f"--repeat {value!r}: write NAME=COUNT, such as rain=120")
         repeats[resolve_degradation(name)] = int(count)
     return repeats
+
+
+def _initial_checkpoint(spec: str, preset: str, text_dim: int | None) -> Checkpoint:
+    """The checkpoint ``--init-weights`` names (``default``: the embedded model); it fixes the network."""
+    if preset != "paper" or text_dim is not None:
+        raise InputError("--init-weights takes the network from the checkpoint: drop --preset and --text-dim")
+    return resolve_weights(None if spec.strip().lower() == "default" else spec)
+
+
+def _initial_prompts(checkpoint: Checkpoint, names: tuple[str, ...]) -> Callable[[], PromptBank]:
+    """The checkpoint's own codes for the degradations to train: the codes its weights were trained with."""
+    bank = checkpoint.prompts
+    unknown = [name for name in names if name not in bank.names]
+    if unknown:
+        raise InputError(f"--init-weights: the checkpoint has no prompt code for {', '.join(unknown)} (it knows "
+                         f"{', '.join(bank.names)}); fine-tune on those, or train from scratch")
+    rows = [bank.names.index(name) for name in names]
+    return lambda: PromptBank(names, tuple(bank.texts[row] for row in rows), bank.codes[rows], bank.encoder)
 
 
 def _prompt_factory(names: tuple[str, ...], encoder: PromptEncoder, clip_weights: Path | None, seed: int,
@@ -240,6 +259,11 @@ def train(
                                "noise15,noise25,noise50,rain,haze.")] = None,
     preset: Annotated[str, typer.Option("--preset", help=f"Network size: {', '.join(PRESETS)}, or a config .json "
                                                           "file (a checkpoint's config.json works).")] = "paper",
+    init_weights: Annotated[str | None, typer.Option(
+        "--init-weights", help="Fine-tune: start from this checkpoint's weights and prompt codes instead of a random "
+                               "init (a checkpoint folder, a Hub repo id, or 'default' for the embedded model). The "
+                               "network and the codes come from it, so --preset, --text-dim and --prompt-encoder "
+                               "do not apply.")] = None,
     data_root: Annotated[Path | None, typer.Option(
         "--data-root", help="One sub-folder per task: denoise/ (clean images; noise is added on the fly), derain/ "
                             "(Rain100L: rainy/rain-N.png + gt/norain-N.png), dehaze/ (RESIDE OTS: synthetic/ID_a_b.jpg "
@@ -329,13 +353,19 @@ def train(
             distributed, torch_device = init_distributed(device)
             quiet = quiet or not distributed.is_main
             names = _degradations(tasks, degradations)
-            config, preset_name = _network(preset, text_dim)
+            initial = _initial_checkpoint(init_weights, preset, text_dim) if init_weights else None
+            if initial is not None:
+                config, preset_name = initial.config, str(initial.metadata.get("preset", "custom"))
+                encoder = initial.prompts.encoder
+            else:
+                config, preset_name = _network(preset, text_dim)
+                encoder = prompt_encoder.value
             phases = (Phase(lr, patch_size, batch_size, steps=steps, epochs=None if steps is not None else epochs),
                       Phase(finetune_lr, finetune_patch_size, finetune_batch_size, steps=finetune_steps,
                             epochs=None if finetune_steps is not None else finetune_epochs))
             recipe = Recipe(names, config, phases, preset=preset_name, betas=(beta1, beta2), min_lr=min_lr,
                             warmup_steps=warmup_steps, grad_clip=grad_clip, flips=flips, seed=seed,
-                            prompt_encoder=prompt_encoder.value)
+                            prompt_encoder=encoder, init_weights=init_weights)
             folders = {"noise": noise_dir, "rain": rain_dir, "haze": haze_dir, "blur": blur_dir,
                        "lowlight": lowlight_dir}
             largest_patch = max(phase.patch_size for phase in phases
@@ -352,9 +382,13 @@ def train(
                                  keep_last=keep_last, workers=workers, log_every=log_every,
                                  deterministic=deterministic, max_bad_steps=max_bad_steps)
             display = _Display(is_interactive() and console.is_terminal, quiet, log_every)
-            prompts = _prompt_factory(names, prompt_encoder, clip_weights, seed, config.text_dim)
+            if initial is not None:
+                prompts = _initial_prompts(initial, names)
+            else:
+                prompts = _prompt_factory(names, prompt_encoder, clip_weights, seed, config.text_dim)
             result = run_training(recipe, data, options, prompts, device=torch_device, distributed=distributed,
-                                  monitor=display)
+                                  monitor=display,
+                                  initial_weights=initial.model.state_dict() if initial is not None else None)
             display.stop()
             if distributed.is_main:
                 _summary(result)
