@@ -356,10 +356,11 @@ def train(
             initial = _initial_checkpoint(init_weights, preset, text_dim) if init_weights else None
             if initial is not None:
                 config, preset_name = initial.config, str(initial.metadata.get("preset", "custom"))
-                encoder = initial.prompts.encoder
+                encoder, prompts = initial.prompts.encoder, _initial_prompts(initial, names)
             else:
                 config, preset_name = _network(preset, text_dim)
                 encoder = prompt_encoder.value
+                prompts = _prompt_factory(names, prompt_encoder, clip_weights, seed, config.text_dim)
             phases = (Phase(lr, patch_size, batch_size, steps=steps, epochs=None if steps is not None else epochs),
                       Phase(finetune_lr, finetune_patch_size, finetune_batch_size, steps=finetune_steps,
                             epochs=None if finetune_steps is not None else finetune_epochs))
@@ -382,10 +383,6 @@ def train(
                                  keep_last=keep_last, workers=workers, log_every=log_every,
                                  deterministic=deterministic, max_bad_steps=max_bad_steps)
             display = _Display(is_interactive() and console.is_terminal, quiet, log_every)
-            if initial is not None:
-                prompts = _initial_prompts(initial, names)
-            else:
-                prompts = _prompt_factory(names, prompt_encoder, clip_weights, seed, config.text_dim)
             result = run_training(recipe, data, options, prompts, device=torch_device, distributed=distributed,
                                   monitor=display,
                                   initial_weights=initial.model.state_dict() if initial is not None else None)
