@@ -19,8 +19,9 @@ The models of each degradation, with the ranges their parameters are drawn from:
   top, plus a low-frequency random field), ``beta`` 0.6-1.6 and a bright, near-grey airlight ``A``
   0.75-1.0 per channel (channels within 0.05 of each other).
 - ``blur``: motion blur by a random camera-shake kernel: a random walk with inertia (the trajectory
-  model of Boracchi and Foi, simplified) rasterised into a 7-17 px kernel, normalised to sum 1 and
-  convolved with the photo (reflected border), as GoPro-style blur averages frames along a path.
+  model of Boracchi and Foi, simplified) of 5-15 px rasterised into a kernel with its centre of mass at
+  the kernel's centre (blur smears, it does not shift the photo), normalised to sum 1 and convolved with the
+  photo (reflected border), as GoPro-style blur averages frames along a path.
 - ``lowlight``: an under-exposed capture: ``scale * J ** gamma`` (gamma 1.5-3.0, scale 0.15-0.5)
   plus signal-dependent shot noise and Gaussian read noise (sigma 0.005-0.02), clipped to [0, 1]: the
   dark, noisy look of LOL's low-light photos.
@@ -109,7 +110,14 @@ def haze(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def motion_kernel(rng: np.random.Generator, size: int | None = None) -> np.ndarray:
-    """A random camera-shake kernel: a random walk with inertia, rasterised and normalised to sum 1."""
+    """A random camera-shake kernel: a random walk with inertia, rasterised and normalised to sum 1.
+
+    The path spans ``size - 2`` px (``size`` odd, 7-17 when not given). Its mean, the kernel's centre of
+    mass, lies at the centre of the returned kernel, which is therefore ``size`` px square or a little
+    larger for a lopsided path: blurring smears the photo without also translating it, so the sharp target
+    is the photo at the blur's centre, not one shifted in a direction no method can know (deblurring
+    benchmarks align results for the same reason).
+    """
     size = int(rng.integers(7, 18)) if size is None else size
     size = size if size % 2 else size + 1
     steps = 64
@@ -121,9 +129,10 @@ def motion_kernel(rng: np.random.Generator, size: int | None = None) -> np.ndarr
         heading += rng.normal(0.0, turn)
         points.append(points[-1] + speed * np.array([math.cos(heading), math.sin(heading)]))
     path = np.array(points)
-    path -= (path.max(axis=0) + path.min(axis=0)) / 2  # centre the path in the kernel
-    extent = float(np.abs(path).max())
-    path *= (size / 2 - 1) / max(extent, 1e-8)
+    path -= (path.max(axis=0) + path.min(axis=0)) / 2
+    path *= (size / 2 - 1) / max(float(np.abs(path).max()), 1e-8)  # the path's extent: size - 2 px
+    path -= path.mean(axis=0)  # centre of mass at the kernel's centre
+    size = max(size, 2 * math.ceil(float(np.abs(path).max())) + 3)  # odd, with a pixel to spare each side
     kernel = np.zeros((size, size), dtype=np.float32)
     centre = (size - 1) / 2
     for x, y in path:  # bilinear splat of each trajectory point
@@ -132,9 +141,8 @@ def motion_kernel(rng: np.random.Generator, size: int | None = None) -> np.ndarr
         fx, fy = px - x0, py - y0
         for ox, oy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy),
                                (1, 1, fx * fy)):
-            if 0 <= x0 + ox < size and 0 <= y0 + oy < size:
-                kernel[y0 + oy, x0 + ox] += weight
-    return kernel / max(float(kernel.sum()), 1e-8)
+            kernel[y0 + oy, x0 + ox] += weight
+    return kernel / float(kernel.sum())
 
 
 def motion_blur(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -64,7 +64,19 @@ def test_lowlight_darkens_and_blur_keeps_the_mean() -> None:
     blurred = synthesize(clean, "blur", np.random.default_rng(0))
     assert abs(float(blurred.mean() - clean.mean())) < 0.02
     kernel = motion_kernel(np.random.default_rng(0), 15)
-    assert kernel.shape == (15, 15) and abs(float(kernel.sum()) - 1.0) < 1e-5 and kernel.min() >= 0
+    assert kernel.shape[0] == kernel.shape[1] >= 15 and kernel.shape[0] % 2 and abs(float(kernel.sum()) - 1.0) < 1e-5 and kernel.min() >= 0
+
+
+def test_motion_kernels_smear_without_shifting() -> None:
+    """Each kernel's centre of mass is its centre, so a blurred photo is not also a translated one."""
+    rng = np.random.default_rng(7)
+    for size in (7, 11, 15, 17, 17, 17):
+        kernel = motion_kernel(rng, size)
+        ys, xs = np.mgrid[:kernel.shape[0], :kernel.shape[1]]
+        centre = (kernel.shape[0] - 1) / 2
+        assert abs(float((kernel * xs).sum()) - centre) < 1e-3
+        assert abs(float((kernel * ys).sum()) - centre) < 1e-3
+        assert np.count_nonzero(kernel > 1e-3) > size  # a path, not a dot
 
 
 def test_rain_only_adds_brightness() -> None:
