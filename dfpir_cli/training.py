@@ -69,6 +69,11 @@ PAPER_EPOCHS = (80, 5)  # main phase, fine-tune phase
 PAPER_PHASES = (Phase(1e-4, 128, 5, epochs=PAPER_EPOCHS[0]), Phase(1e-5, 192, 3, epochs=PAPER_EPOCHS[1]))
 
 
+# Training losses by name. L1 is the paper's; the mean squared error is what PSNR scores, and it prefers
+# the conditional mean where the target is uncertain (as in blind deblurring) to a sharper guess.
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"l1": F.l1_loss, "mse": F.mse_loss}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that decides the trained weights; a resumed run must have the same one."""
@@ -85,6 +90,7 @@ class Recipe:
     seed: int = 0  # network init, data order, crops, synthetic degradations
     prompt_encoder: str = "clip"  # what made the prompt codes: clip or random
     init_weights: str | None = None  # the checkpoint a fine-tune starts from (None: random init), for the record
+    loss: str = "l1"  # a key of LOSSES: l1 (the paper's) or mse
 
     def __post_init__(self) -> None:
         if not self.degradations:
@@ -99,6 +105,8 @@ class Recipe:
                 raise InputError(f"learning rate must be positive, not {phase.lr}")
             if (phase.steps or 0) < 0 or (phase.epochs or 0) < 0:
                 raise InputError("steps and epochs cannot be negative")
+        if self.loss not in LOSSES:
+            raise InputError(f"unknown loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -241,7 +249,7 @@ def trainable_parameters(model: DFPIR) -> list[str]:
 
 @dataclass
 class StepResult:
-    loss: float  # mean L1 over the global batch
+    loss: float  # mean loss over the global batch
     grad_norm: float  # before clipping
     skipped: bool  # loss or gradients were not finite: no update
 
@@ -251,7 +259,7 @@ class Trainer:
 
     def __init__(self, config: DFPIRConfig, codes: torch.Tensor, *, seed: int = 0, betas=(0.9, 0.999),
                  grad_clip: float | None = None, device: torch.device | str = "cpu", precision: str = "fp32",
-                 distributed: Distributed | None = None, max_bad_steps: int = 5) -> None:
+                 distributed: Distributed | None = None, max_bad_steps: int = 5, loss: str = "l1") -> None:
         self.device = torch.device(device)
         self.distributed = distributed or Distributed()
         self.autocast_dtype, use_scaler, self.precision_note = _precision_settings(precision, self.device)
@@ -266,6 +274,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.parameters, lr=1e-4, betas=tuple(betas))
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.grad_clip = grad_clip
+        self.loss_function = LOSSES[loss]
         self.codes = codes.to(self.device, torch.float32)
         self.max_bad_steps = max_bad_steps
         self.bad_steps = 0
@@ -289,7 +298,7 @@ class Trainer:
         return value
 
     def step(self, degraded: torch.Tensor, clean: torch.Tensor, tasks: torch.Tensor, lr: float) -> StepResult:
-        """One Adam step on the L1 loss; a non-finite loss or gradient skips the update (NaN/inf guard)."""
+        """One Adam step on the loss; a non-finite loss or gradient skips the update (NaN/inf guard)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         non_blocking = self.device.type == "cuda"
@@ -298,7 +307,7 @@ class Trainer:
         codes = self.codes[tasks.to(self.device)]
         with self._autocast():
             restored = self.network(degraded, codes)
-        loss = F.l1_loss(restored.float(), clean)
+        loss = self.loss_function(restored.float(), clean)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.parameters if p.grad is not None]
@@ -595,7 +604,8 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
     if state is None and options.resume:
         raise TrainingError(f"nothing to resume in {output}: it has no {STATE_NAME}. Start a new run without --resume.")
     if state is not None:
-        differences = _differences(state["identity"], identity)
+        saved_identity = {"loss": "l1", **state["identity"]}  # runs saved before --loss existed trained on L1
+        differences = _differences(saved_identity, identity)
         if differences:
             shown = "\n  ".join(differences[:15])
             raise TrainingError(f"cannot resume {output}: this command describes a different training run than the "
@@ -624,7 +634,7 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
 
     trainer = Trainer(recipe.config, prompts.codes, seed=recipe.seed, betas=recipe.betas, grad_clip=recipe.grad_clip,
                       device=device, precision=options.precision, distributed=distributed,
-                      max_bad_steps=options.max_bad_steps)
+                      max_bad_steps=options.max_bad_steps, loss=recipe.loss)
     if trainer.precision_note:
         monitor.warn(trainer.precision_note)
     step, best_psnr, best_step, skipped_total = 0, None, None, 0

@@ -108,6 +108,9 @@ def test_bad_inputs_get_clear_messages(tmp_path: Path, photos: Path) -> None:
 
     tasks = runner.invoke(app, [*base, "--tasks", "4", "--clean-dir", str(photos)])
     assert tasks.exit_code == 2 and "--tasks must be 3" in tasks.output
+
+    loss = runner.invoke(app, [*base, "--degradations", "rain", "--clean-dir", str(photos), "--loss", "l3"])
+    assert loss.exit_code == 2 and "unknown loss 'l3': choose one of l1, mse" in loss.output
     assert not (tmp_path / "out").exists()
 
 

@@ -105,6 +105,20 @@ def test_a_few_dozen_steps_lower_the_loss_and_the_dgm_stays_frozen(data) -> None
             assert torch.equal(parameter, dgm_before[name])
 
 
+@pytest.mark.parametrize("loss", ["l1", "mse"])
+def test_the_step_minimises_the_chosen_loss(data, loss: str) -> None:
+    """The reported loss is the chosen one on the batch, before the update."""
+    trainer = Trainer(MICRO, prompts().codes, seed=0, loss=loss)
+    dataset = PatchDataset(data.train, NAMES, 32, seed=0, phase=0)
+    items = [dataset[(i, i)] for i in range(4)]
+    degraded, clean = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+    tasks = torch.tensor([i[2] for i in items])
+    with torch.no_grad():
+        error = trainer.model(degraded, trainer.codes[tasks]) - clean
+    expected = error.abs().mean() if loss == "l1" else error.pow(2).mean()
+    assert trainer.step(degraded, clean, tasks, lr=1e-3).loss == pytest.approx(float(expected), rel=1e-5)
+
+
 def test_nan_steps_are_skipped_then_the_run_stops(data) -> None:
     trainer = Trainer(MICRO, prompts().codes, seed=0, max_bad_steps=3)
     weights = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}

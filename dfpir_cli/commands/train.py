@@ -304,6 +304,9 @@ def train(
     flips: Annotated[bool, typer.Option("--flips/--no-flips", help="Random horizontal and vertical flips.")] = True,
     grad_clip: Annotated[float | None, typer.Option("--grad-clip", help="Clip the global gradient norm to this.")]
     = None,
+    loss: Annotated[str, typer.Option("--loss", help="Training loss: l1 (the paper's) or mse (what PSNR scores; "
+                                                     "more cautious where the target is uncertain, as in blind "
+                                                     "deblurring).")] = "l1",
     repeat: Annotated[list[str] | None, typer.Option(
         "--repeat", help="NAME=COUNT: use a degradation's pairs COUNT times per epoch (the reference code "
                          "repeats Rain100L 120 times: --repeat rain=120). Repeatable.")] = None,
@@ -366,7 +369,7 @@ def train(
                             epochs=None if finetune_steps is not None else finetune_epochs))
             recipe = Recipe(names, config, phases, preset=preset_name, betas=(beta1, beta2), min_lr=min_lr,
                             warmup_steps=warmup_steps, grad_clip=grad_clip, flips=flips, seed=seed,
-                            prompt_encoder=encoder, init_weights=init_weights)
+                            prompt_encoder=encoder, init_weights=init_weights, loss=loss)
             folders = {"noise": noise_dir, "rain": rain_dir, "haze": haze_dir, "blur": blur_dir,
                        "lowlight": lowlight_dir}
             largest_patch = max(phase.patch_size for phase in phases
