@@ -73,9 +73,13 @@ def test_restore_a_shipped_example_with_the_default_model(tmp_path: Path) -> Non
     assert np.abs(restored.astype(int) - source[:64, :64].astype(int)).mean() > 2  # the haze was worked on
 
 
-@pytest.mark.parametrize("degradation", ["haze", "lowlight", "noise50"])
-def test_default_model_improves_a_held_out_photo(tmp_path: Path, degradation: str) -> None:
-    """A 96 px crop of a photo the model never trained on, degraded, then restored through the CLI."""
+@pytest.mark.parametrize(("degradation", "gain"), [("haze", 1.0), ("lowlight", 1.0), ("noise50", 1.0), ("blur", 0.0)])
+def test_default_model_improves_a_held_out_photo(tmp_path: Path, degradation: str, gain: float) -> None:
+    """A 96 px crop of a photo the model never trained on, degraded, then restored through the CLI.
+
+    Blur only has to come out no worse: the default model barely deblurs (README), but a model that
+    over-sharpens would fail here.
+    """
     photo = cv2.imread(str(Path(skimage.data.data_dir) / SHIPPED_PHOTOS["chelsea"]), cv2.IMREAD_COLOR)
     photo = cv2.resize(photo, (225, 150), interpolation=cv2.INTER_AREA)[24:120, 64:160]
     clean = np.ascontiguousarray(photo[..., ::-1], dtype=np.float32) / 255.0
@@ -89,4 +93,4 @@ def test_default_model_improves_a_held_out_photo(tmp_path: Path, degradation: st
     restored = cv2.imread(str(tmp_path / "out" / "cat.png"))[..., ::-1].astype(np.float32) / 255.0
     before = peak_signal_noise_ratio(clean, degraded, data_range=1.0)
     after = peak_signal_noise_ratio(clean, restored, data_range=1.0)
-    assert after > before + 1.0, (before, after)
+    assert after > before + gain, (before, after)

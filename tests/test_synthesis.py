@@ -64,7 +64,8 @@ def test_lowlight_darkens_and_blur_keeps_the_mean() -> None:
     blurred = synthesize(clean, "blur", np.random.default_rng(0))
     assert abs(float(blurred.mean() - clean.mean())) < 0.02
     kernel = motion_kernel(np.random.default_rng(0), 15)
-    assert kernel.shape[0] == kernel.shape[1] >= 15 and kernel.shape[0] % 2 and abs(float(kernel.sum()) - 1.0) < 1e-5 and kernel.min() >= 0
+    assert kernel.shape[0] == kernel.shape[1] >= 15 and kernel.shape[0] % 2
+    assert abs(float(kernel.sum()) - 1.0) < 1e-5 and kernel.min() >= 0
 
 
 def test_motion_kernels_smear_without_shifting() -> None:
