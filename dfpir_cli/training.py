@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -485,6 +485,16 @@ def _identity(recipe: Recipe, plans: Sequence[PhasePlan], data: TrainingData) ->
     return identity
 
 
+def _with_recipe_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's identity plus the Recipe fields added since it was saved, at their defaults.
+
+    A run saved before a field existed trained with that field's default (L1 before ``loss``, a random init
+    before ``init_weights``), so its absence is no difference.
+    """
+    defaults = {f.name: f.default for f in fields(Recipe) if isinstance(f.default, (str, int, float, bool, type(None)))}
+    return {**defaults, **saved}
+
+
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     if isinstance(saved, dict) and isinstance(current, dict):
         out = []
@@ -604,8 +614,7 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
     if state is None and options.resume:
         raise TrainingError(f"nothing to resume in {output}: it has no {STATE_NAME}. Start a new run without --resume.")
     if state is not None:
-        saved_identity = {"loss": "l1", **state["identity"]}  # runs saved before --loss existed trained on L1
-        differences = _differences(saved_identity, identity)
+        differences = _differences(_with_recipe_defaults(state["identity"]), identity)
         if differences:
             shown = "\n  ".join(differences[:15])
             raise TrainingError(f"cannot resume {output}: this command describes a different training run than the "

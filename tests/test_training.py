@@ -55,6 +55,13 @@ def options(output: Path, **overrides) -> RunOptions:
                                  "val_size": 48, **overrides})
 
 
+def batch(dataset: PatchDataset, items: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Degraded images, clean images and task indices of ``dataset``'s ``(position, index)`` items."""
+    samples = [dataset[item] for item in items]
+    return (torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples]),
+            torch.tensor([s[2] for s in samples]))
+
+
 class KillAt(TrainMonitor):
     """Stands in for a crash or Ctrl-C in the middle of a run."""
 
@@ -84,8 +91,7 @@ def test_a_few_dozen_steps_lower_the_loss_and_the_dgm_stays_frozen(data) -> None
     assert trainer.frozen and all("linear_layer" in name for name in trainer.frozen)
     dgm_before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if name in trainer.frozen}
     held = PatchDataset(data.train, NAMES, 32, seed=99, phase=7)
-    degraded, clean, tasks, _ = (torch.stack([held[(i, i % len(held))][k] for i in range(8)]) if k < 2 else
-                                 torch.tensor([held[(i, i % len(held))][k] for i in range(8)]) for k in range(4))
+    degraded, clean, tasks = batch(held, [(i, i % len(held)) for i in range(8)])
 
     def eval_loss() -> float:
         with torch.no_grad():
@@ -93,10 +99,8 @@ def test_a_few_dozen_steps_lower_the_loss_and_the_dgm_stays_frozen(data) -> None
 
     before = eval_loss()
     dataset = PatchDataset(data.train, NAMES, 32, seed=0, phase=0)
-    for batch in GlobalBatchSampler(len(dataset), 4, 0, 1, seed=0, phase=0, start_step=0, steps=40):
-        items = [dataset[item] for item in batch]
-        result = trainer.step(torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]),
-                              torch.tensor([i[2] for i in items]), lr=2e-3)
+    for items in GlobalBatchSampler(len(dataset), 4, 0, 1, seed=0, phase=0, start_step=0, steps=40):
+        result = trainer.step(*batch(dataset, items), lr=2e-3)
         assert not result.skipped
     after = eval_loss()
     assert after < 0.8 * before, (before, after)
@@ -110,9 +114,7 @@ def test_the_step_minimises_the_chosen_loss(data, loss: str) -> None:
     """The reported loss is the chosen one on the batch, before the update."""
     trainer = Trainer(MICRO, prompts().codes, seed=0, loss=loss)
     dataset = PatchDataset(data.train, NAMES, 32, seed=0, phase=0)
-    items = [dataset[(i, i)] for i in range(4)]
-    degraded, clean = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
-    tasks = torch.tensor([i[2] for i in items])
+    degraded, clean, tasks = batch(dataset, [(i, i) for i in range(4)])
     with torch.no_grad():
         error = trainer.model(degraded, trainer.codes[tasks]) - clean
     expected = error.abs().mean() if loss == "l1" else error.pow(2).mean()
@@ -177,6 +179,21 @@ def test_resume_refuses_a_different_run(tmp_path: Path, data) -> None:
     with pytest.raises(TrainingError, match=r"(?s)phases\[0\]\.batch_size: run had 2, now 4.*phases\[0\]\.lr"):
         train(different, data, options(output, resume=True), prompts)
     assert read_state(output)["step"] == 1  # the refused resume touched nothing
+
+
+def test_a_run_saved_before_newer_recipe_fields_resumes(tmp_path: Path, data) -> None:
+    """Fields added to Recipe later (loss, init_weights) count as their defaults in an older run's state."""
+    output = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        train(RECIPE, data, options(output), prompts, monitor=KillAt(6, RuntimeError))
+    state_path = output / "resume.pt"
+    state = torch.load(state_path, weights_only=True)
+    del state["identity"]["loss"], state["identity"]["init_weights"]
+    torch.save(state, state_path)
+    mse = Recipe(NAMES, MICRO, RECIPE.phases, seed=1, prompt_encoder="random", loss="mse")
+    with pytest.raises(TrainingError, match="loss: run had 'l1', now 'mse'"):
+        train(mse, data, options(output, resume=True), prompts)
+    assert train(RECIPE, data, options(output, resume=True), prompts).resumed_from == 5
 
 
 def test_ddp_process_split_gives_the_same_step_as_one_process(data) -> None:
