@@ -9,7 +9,6 @@ Existing outputs are skipped unless ``overwrite``, so a killed batch resumes whe
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import time
 from collections.abc import Iterator
@@ -22,11 +21,11 @@ import torch
 from .checkpoint import Checkpoint
 from .errors import DfpirError, InputError
 from .imageio import FORMATS, IMAGE_SUFFIXES, read_image, write_image
+from .precision import autocast, precision_name, resolve_precision
 from .prompts import ClipTextEncoder
 from .tiling import auto_tile_size, count_tiles, restore_tiled
 
 Status = Literal["processed", "skipped", "failed"]
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_OVERLAP = 32
 _GLOB_CHARS = set("*?[")
 
@@ -142,21 +141,6 @@ def check_outputs_spare_inputs(files: list[InputFile], output_dir: Path, suffix:
                 "inputs. Choose another --output folder, or add a --suffix (e.g. --suffix _restored).")
 
 
-def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype, str]:
-    """The autocast dtype to run at, and a note when the request cannot be honoured (CPU runs fp32)."""
-    key = precision.strip().lower()
-    if key not in PRECISIONS:
-        raise InputError(f"--precision {precision}: choose fp32, fp16 or bf16")
-    dtype = PRECISIONS[key]
-    if dtype is torch.float32:
-        return dtype, ""
-    if device.type == "cpu":
-        return torch.float32, f"{key} needs a GPU; ran fp32 on CPU"
-    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16, "bf16 is not supported by this GPU; ran fp16"
-    return dtype, ""
-
-
 def prompt_code(checkpoint: Checkpoint, degradation: str | None, prompt: str | None,
                 clip_weights: str | Path | None = None) -> tuple[torch.Tensor, str]:
     """The (text_dim,) code to restore with, from a degradation name or a free-text prompt (CLIP), and its label."""
@@ -203,19 +187,14 @@ class Restorer:
 
     @property
     def precision(self) -> str:
-        return next(name for name, dtype in PRECISIONS.items() if dtype is self.dtype)
+        return precision_name(self.dtype)
 
     def tiles_for(self, height: int, width: int) -> int:
         return count_tiles(height, width, self.tile, self.overlap, self.model.multiple_of)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype is torch.float32 or self.device.type == "cpu":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
     def restore(self, pixels: torch.Tensor, progress=None) -> torch.Tensor:
         """Restore one (3, H, W) image in [0, 1]; returns (3, H, W) float32 clamped to [0, 1] on the CPU."""
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device, self.dtype):
             restored = restore_tiled(self.model, pixels[None], self.code, self.tile, self.overlap,
                                      self.batch_size, progress)
             return restored[0].clamp_(0, 1)

@@ -32,8 +32,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from .checkpoint import PromptBank, load_checkpoint, load_weights_strict, save_c
 from .device import pick_device
 from .errors import InputError, TrainingError
 from .model import DFPIR, DFPIRConfig
+from .precision import autocast, check_precision, precision_name, resolve_precision
 from .train_data import GlobalBatchSampler, PatchDataset, TrainingData, steps_for_epochs, validation_images
 
 STATE_NAME = "resume.pt"
@@ -91,6 +91,7 @@ class Recipe:
     prompt_encoder: str = "clip"  # what made the prompt codes: clip or random
     init_weights: str | None = None  # the checkpoint a fine-tune starts from (None: random init), for the record
     loss: str = "l1"  # a key of LOSSES: l1 (the paper's) or mse
+    precision: str = "fp32"  # autocast of forward + loss: fp32, bf16 or fp16 (what --precision auto resolved to)
 
     def __post_init__(self) -> None:
         if not self.degradations:
@@ -218,20 +219,15 @@ def shutdown_distributed() -> None:
 
 # ---------------------------------------------------------------------------------------------- the step
 
-def _precision_settings(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool, str | None]:
-    """(autocast dtype or None, use a GradScaler, a note for the user or None)."""
-    precision = precision.strip().lower()
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise InputError(f"--precision must be fp32, bf16 or fp16, not {precision!r}")
-    if precision == "fp32":
-        return None, False, None
-    if device.type != "cuda":
-        return None, False, f"--precision {precision} runs on CUDA only; training in fp32 on {device.type}"
-    if precision == "bf16":
-        if not torch.cuda.is_bf16_supported():
-            raise InputError("this GPU does not support bf16: use --precision fp16 (with loss scaling) or fp32")
-        return torch.bfloat16, False, None
-    return torch.float16, True, None
+def training_precision(precision: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """The autocast dtype to train at and a note when the request cannot be honoured (see precision.py).
+
+    fp16 trains on CUDA only, where a GradScaler keeps small gradients from flushing to zero.
+    """
+    dtype, note = resolve_precision(precision, device)
+    if dtype is torch.float16 and device.type != "cuda":
+        return torch.float32, f"fp16 training needs CUDA (loss scaling); training in fp32 on {device.type}"
+    return dtype, note
 
 
 def trainable_parameters(model: DFPIR) -> list[str]:
@@ -262,7 +258,8 @@ class Trainer:
                  distributed: Distributed | None = None, max_bad_steps: int = 5, loss: str = "l1") -> None:
         self.device = torch.device(device)
         self.distributed = distributed or Distributed()
-        self.autocast_dtype, use_scaler, self.precision_note = _precision_settings(precision, self.device)
+        self.autocast_dtype, self.precision_note = training_precision(precision, self.device)
+        use_scaler = self.autocast_dtype is torch.float16
         torch.manual_seed(seed)  # every process builds the same network
         self.model = DFPIR(config)
         trainable = set(trainable_parameters(self.model))
@@ -286,9 +283,7 @@ class Trainer:
             self.network = DistributedDataParallel(self.model, device_ids=device_ids)
 
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device, self.autocast_dtype)
 
     def _mean_over_processes(self, value: torch.Tensor) -> torch.Tensor:
         if self.distributed.active:
@@ -307,7 +302,7 @@ class Trainer:
         codes = self.codes[tasks.to(self.device)]
         with self._autocast():
             restored = self.network(degraded, codes)
-        loss = self.loss_function(restored.float(), clean)
+            loss = self.loss_function(restored.float(), clean)  # in fp32 whatever the autocast dtype
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.parameters if p.grad is not None]
@@ -358,11 +353,12 @@ class Trainer:
 
 @dataclass
 class RunOptions:
-    """How a run is carried out; none of it changes the weights (so it may change on --resume)."""
+    """How a run is carried out; apart from ``precision`` none of it changes the weights (so it may change on
+    --resume)."""
 
     output: Path
     resume: bool = False
-    precision: str = "fp32"
+    precision: str = "fp32"  # auto, fp32, bf16 or fp16: resolved into Recipe.precision (auto resumes as saved)
     val_every: int = 2000  # steps; 0: only at the end
     val_size: int = 256  # validation centre crops of at most this size
     val_per_task: int = 8  # held-out clean images per source
@@ -489,10 +485,22 @@ def _with_recipe_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved run's identity plus the Recipe fields added since it was saved, at their defaults.
 
     A run saved before a field existed trained with that field's default (L1 before ``loss``, a random init
-    before ``init_weights``), so its absence is no difference.
+    before ``init_weights``, fp32 before ``precision``), so its absence is no difference.
     """
     defaults = {f.name: f.default for f in fields(Recipe) if isinstance(f.default, (str, int, float, bool, type(None)))}
     return {**defaults, **saved}
+
+
+def _with_precision(recipe: Recipe, requested: str, device: torch.device, state: dict[str, Any] | None,
+                    monitor: TrainMonitor) -> Recipe:
+    """``recipe`` with the precision the run trains at: ``auto`` on resume keeps the saved run's (fp32 for runs
+    saved before precision was recorded), otherwise it is resolved for ``device``."""
+    if check_precision(requested) == "auto" and state is not None:
+        return replace(recipe, precision=_with_recipe_defaults(state["identity"])["precision"])
+    dtype, note = training_precision(requested, device)
+    if note:
+        monitor.warn(note)
+    return replace(recipe, precision=precision_name(dtype))
 
 
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
@@ -602,11 +610,12 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
         raise InputError("--keep-last must be at least 1: resuming needs the last checkpoint")
     if options.save_every < 1:
         raise InputError("--save-every must be at least 1")
+    state = read_state(output)
+    recipe = _with_precision(recipe, options.precision, device, state if options.resume else None, monitor)
     plans = plan_phases(recipe, len(data.train), distributed.world_size)
     total_steps = plans[-1].end
     identity = _identity(recipe, plans, data)
 
-    state = read_state(output)
     if state is not None and not options.resume:
         saved_total = sum(p["steps"] for p in state["identity"]["plan"])
         raise TrainingError(f"{output} already holds a training run (step {state['step']} of {saved_total}). "
@@ -642,10 +651,8 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
         torch.backends.cudnn.benchmark = True
 
     trainer = Trainer(recipe.config, prompts.codes, seed=recipe.seed, betas=recipe.betas, grad_clip=recipe.grad_clip,
-                      device=device, precision=options.precision, distributed=distributed,
+                      device=device, precision=recipe.precision, distributed=distributed,
                       max_bad_steps=options.max_bad_steps, loss=recipe.loss)
-    if trainer.precision_note:
-        monitor.warn(trainer.precision_note)
     step, best_psnr, best_step, skipped_total = 0, None, None, 0
     if state is None and initial_weights is not None:
         load_weights_strict(trainer.model, initial_weights, "the --init-weights checkpoint")

@@ -6,6 +6,7 @@ timed in the same process as a yardstick of how busy the machine is (DESIGN.md s
 
     python scripts/bench_train.py                      # paper preset, 128 px, batch 5
     python scripts/bench_train.py --device cuda --precision bf16 --steps 20
+    python scripts/bench_train.py --preset small --precision bf16   # CPU bf16 autocast (AVX512-BF16/AMX)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"))
     args = parser.parse_args()
 
     device = pick_device(args.device)

@@ -248,10 +248,12 @@ def test_tiling_options(tmp_path, micro_checkpoint):
 def test_device_and_precision(tmp_path, micro_checkpoint):
     Image.fromarray(rgb()).save(tmp_path / "a.png")
     base = (tmp_path / "a.png", "-d", "hazy", "-w", micro_checkpoint, "-o", tmp_path / "out", "--overwrite")
-    code, summary = run_json(*base, "--device", "cpu", "--precision", "bf16")
+    code, summary = run_json(*base, "--device", "cpu", "--precision", "fp16")
     assert code == 0 and summary["precision"] == "fp32" and "needs a GPU" in summary["notes"][0]
+    code, summary = run_json(*base, "--device", "cpu", "--precision", "bf16")
+    assert code == 0 and summary["precision"] == "bf16"
     result = run(*base, "--precision", "fp8")
-    assert result.exit_code == 2 and "fp32, fp16 or bf16" in result.output
+    assert result.exit_code == 2 and "auto, fp32, bf16, fp16" in result.output
     result = run(*base, "--device", "tpu")
     assert result.exit_code == 2
     if not torch.cuda.is_available():

@@ -109,6 +109,27 @@ def test_a_few_dozen_steps_lower_the_loss_and_the_dgm_stays_frozen(data) -> None
             assert torch.equal(parameter, dgm_before[name])
 
 
+def test_bf16_autocast_steps_on_cpu_lower_the_loss_like_fp32_with_finite_weights(data) -> None:
+    dataset = PatchDataset(data.train, NAMES, 32, seed=0, phase=0)
+    degraded, clean, tasks = batch(dataset, [(i, i) for i in range(4)])
+    losses = {}
+    for precision in ("bf16", "fp32"):
+        trainer = Trainer(MICRO, prompts().codes, seed=0, precision=precision)
+        losses[precision] = [trainer.step(degraded, clean, tasks, lr=2e-3).loss for _ in range(8)]
+        assert all(p.dtype is torch.float32 and torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert trainer.autocast_dtype is torch.float32
+    bf16, fp32 = losses["bf16"], losses["fp32"]
+    assert bf16[-1] < 0.85 * bf16[0], bf16
+    assert abs(bf16[-1] - fp32[-1]) < 0.05 * fp32[-1], losses  # the same descent, to bf16's precision
+
+
+def test_training_precision_names() -> None:
+    with pytest.raises(InputError, match="choose one of auto, fp32, bf16, fp16"):
+        Trainer(MICRO, prompts().codes, precision="fp8")
+    fp16 = Trainer(MICRO, prompts().codes, precision="fp16")  # needs CUDA's loss scaling: fp32 on a CPU
+    assert fp16.autocast_dtype is torch.float32 and "fp16 needs a GPU" in fp16.precision_note
+
+
 @pytest.mark.parametrize("loss", ["l1", "mse"])
 def test_the_step_minimises_the_chosen_loss(data, loss: str) -> None:
     """The reported loss is the chosen one on the batch, before the update."""
@@ -188,12 +209,15 @@ def test_a_run_saved_before_newer_recipe_fields_resumes(tmp_path: Path, data) ->
         train(RECIPE, data, options(output), prompts, monitor=KillAt(6, RuntimeError))
     state_path = output / "resume.pt"
     state = torch.load(state_path, weights_only=True)
-    del state["identity"]["loss"], state["identity"]["init_weights"]
+    del state["identity"]["loss"], state["identity"]["init_weights"], state["identity"]["precision"]
     torch.save(state, state_path)
     mse = Recipe(NAMES, MICRO, RECIPE.phases, seed=1, prompt_encoder="random", loss="mse")
     with pytest.raises(TrainingError, match="loss: run had 'l1', now 'mse'"):
         train(mse, data, options(output, resume=True), prompts)
-    assert train(RECIPE, data, options(output, resume=True), prompts).resumed_from == 5
+    with pytest.raises(TrainingError, match="precision: run had 'fp32', now 'bf16'"):
+        train(RECIPE, data, options(output, resume=True, precision="bf16"), prompts)
+    resumed = train(RECIPE, data, options(output, resume=True, precision="auto"), prompts)  # auto: as saved
+    assert resumed.resumed_from == 5 and load_checkpoint(resumed.final).metadata["recipe"]["precision"] == "fp32"
 
 
 def test_ddp_process_split_gives_the_same_step_as_one_process(data) -> None:

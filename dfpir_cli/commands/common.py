@@ -53,7 +53,10 @@ def is_interactive() -> bool:
 
 # Options shared by several commands.
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, fp16 or bf16 (autocast, GPU only; CPU runs fp32).")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="auto, bf16, fp16 or fp32. auto: bf16 autocast where the hardware has native bf16 (CPUs with "
+                        "AVX512-BF16 or AMX, CUDA GPUs that support it), fp32 elsewhere; bf16/fp16/fp32 force one "
+                        "(fp16 needs a GPU).")]
 WeightsOpt = Annotated[str | None, typer.Option(
     "--weights", "-w", help="Checkpoint folder (config.json + model.safetensors), a reference .pth file, "
                             "or a Hugging Face repo id fetched with `dfpir fetch-weights`.")]

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..device import pick_device
 from ..errors import InputError
+from ..precision import check_precision
 from ..restore import (
     DEFAULT_OVERLAP,
     FileResult,
@@ -21,7 +22,6 @@ from ..restore import (
     check_outputs_spare_inputs,
     collect_inputs,
     prompt_code,
-    resolve_precision,
     restore_files,
 )
 from ..weights import resolve_weights
@@ -151,7 +151,7 @@ def restore(
             raise InputError(f"nothing to restore:\n  {reasons}")
         check_outputs_spare_inputs(files, output, suffix, ext)
         torch_device = pick_device(device)
-        resolve_precision(precision, torch_device)  # an unknown precision is a usage error before loading
+        check_precision(precision)  # an unknown precision is a usage error before loading
         checkpoint = resolve_weights(weights, torch_device)
         code, label = prompt_code(checkpoint, degradation, prompt)
         restorer = Restorer(checkpoint, code, torch_device, precision, tile, tile_overlap, batch_size)

@@ -313,8 +313,11 @@ def train(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the network init, data order, crops, synthesis "
                                                      "and random prompt codes.")] = 0,
     device: DeviceOpt = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16, or fp16 (with loss scaling); "
-                                                               "bf16/fp16 on CUDA only.")] = "fp32",
+    precision: Annotated[str, typer.Option(
+        "--precision", help="Autocast of the forward pass and loss: auto (bf16 where the hardware has native bf16: "
+                            "CPUs with AVX512-BF16 or AMX, CUDA GPUs that support it; fp32 elsewhere), bf16, fp32, "
+                            "or fp16 (CUDA only, with loss scaling). Recorded in the run; --resume with auto keeps "
+                            "the run's precision (fp32 for runs saved before it was recorded).")] = "auto",
     prompt_encoder: Annotated[PromptEncoder, typer.Option(
         "--prompt-encoder", help="clip: CLIP ViT-B/32 codes of the prompt texts (needs the CLIP weights); random: "
                                  "seeded random codes, one per degradation (names only at restore time).")]
