@@ -1,8 +1,9 @@
-"""Shared test fixtures: the reference fixtures folder and a tiny checkpoint saved on disk."""
+"""Shared test fixtures: the reference fixtures, the real test splits, and a tiny checkpoint saved on disk."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,10 @@ from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, random_codes
 # The networks in tests are tiny: one thread is faster than two fighting over a busy 2-core machine.
 torch.set_num_threads(1)
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+# The reference fixtures ship with the tests, so a fresh clone runs the conformance tests with nothing beside it.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# The real test splits are large and live beside the repository; $DFPIR_REALSETS points elsewhere.
+REALSETS = Path(__file__).resolve().parents[2] / "shared" / "realsets"
 
 # Smaller than the "tiny" preset (whose DGM linears alone are 1 M parameters): fast end-to-end tests.
 MICRO = DFPIRConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, text_dim=16)
@@ -23,10 +27,32 @@ MICRO = DFPIRConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, tex
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """../shared/fixtures; a missing folder fails the test (CI always has it)."""
+    """tests/fixtures: the reference model and key list (part of the repository)."""
     if not FIXTURES.is_dir():
-        pytest.fail(f"reference fixtures not found at {FIXTURES}: the tests need ../shared/fixtures beside the repo")
+        pytest.fail(f"reference fixtures not found at {FIXTURES}: they are part of the repository; restore tests/fixtures")
     return FIXTURES
+
+
+def find_realsets() -> Path:
+    """$DFPIR_REALSETS, else ../shared/realsets beside the repo; absent: skip with the reason, or fail under CI=true."""
+    override = os.environ.get("DFPIR_REALSETS")
+    path = Path(override).expanduser() if override else REALSETS
+    if not path.is_dir():
+        reason = f"real test splits not found at {path} (set DFPIR_REALSETS to their folder)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; CI=true, so a missing folder is an error, not a skip")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def realsets_dir() -> Path:
+    """The real test splits (CBSD68, Rain100L, LOL, SOTS in the layouts ``dfpir eval`` reads).
+
+    Absent, the tests that need them skip with the reason shown in the summary; under CI=true they fail instead,
+    so CI never passes by silently skipping them.
+    """
+    return find_realsets()
 
 
 @pytest.fixture(scope="session")
