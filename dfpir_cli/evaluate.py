@@ -30,6 +30,7 @@ from .datasets import TestSet
 from .errors import DfpirError, InputError
 from .imageio import LoadedImage, read_image, write_image
 from .metrics import PAPER, MetricOptions, centre_crop, score
+from .precision import PRECISIONS, autocast
 from .synthesis import add_gaussian_noise_uint8, synthesize
 from .tiling import _free_device_memory, auto_tile_size, bytes_per_tile_pixel, restore_tiled
 
@@ -51,6 +52,7 @@ class EvalOptions:
     overlap: int = 32  # tile overlap in pixels
     batch_size: int = 1  # tiles per forward pass
     save_dir: Path | None = None  # keep restored images here (one sub-folder per test set)
+    precision: str = "fp32"  # autocast dtype name (fp32, bf16, fp16); `dfpir eval` resolves auto to one
 
 
 @dataclass
@@ -198,7 +200,8 @@ def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, o
             device, checkpoint.config, batch_size=options.batch_size)
     elif tile == 0:
         tile = None
-    restored = restore_tiled(model, tensor, code, tile, options.overlap, batch_size=options.batch_size)
+    with autocast(device, PRECISIONS[options.precision]):
+        restored = restore_tiled(model, tensor, code, tile, options.overlap, batch_size=options.batch_size)
     return restored[0].clamp(0, 1).permute(1, 2, 0).numpy()
 
 
@@ -254,6 +257,7 @@ def summary(results: Sequence[SetResult], options: EvalOptions, table: int | Non
     return {
         "weights": weights,
         "conventions": options.metrics.to_json(),
+        "precision": options.precision,
         "paper_table": table,
         "sets": [result.to_json() for result in results],
         "average": {"psnr": _finite(average(results, "psnr")), "ssim": _finite(average(results, "ssim")),

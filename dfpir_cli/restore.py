@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import glob
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,7 +21,8 @@ import torch
 from .checkpoint import Checkpoint
 from .errors import DfpirError, InputError
 from .imageio import FORMATS, IMAGE_SUFFIXES, read_image, write_image
-from .precision import autocast, precision_name, resolve_precision
+from .precision import autocast, precision_name
+from .precision_check import inference_precision
 from .prompts import ClipTextEncoder
 from .tiling import auto_tile_size, count_tiles, restore_tiled
 
@@ -166,7 +167,10 @@ class Restorer:
     """The network and everything a forward pass needs: prompt code, device, precision and tiling."""
 
     def __init__(self, checkpoint: Checkpoint, code: torch.Tensor, device: torch.device, precision: str = "fp32",
-                 tile: int | None = None, overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None) -> None:
+                 tile: int | None = None, overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None,
+                 measuring: Callable[[], None] | None = None) -> None:
+        """``precision`` auto checks (once per checkpoint, cached) that bf16 restores like fp32 before using it
+        (:mod:`dfpir_cli.precision_check`); ``measuring`` is called before that check runs."""
         if tile is not None and tile < 0:
             raise InputError(f"--tile {tile}: use a positive size, or 0 to run each image whole")
         if overlap < 0:
@@ -176,7 +180,8 @@ class Restorer:
         self.device = device
         self.model = checkpoint.model.to(device).eval()
         self.code = code.reshape(1, -1).float()
-        self.dtype, self.precision_note = resolve_precision(precision, device)
+        choice = inference_precision(checkpoint, device, precision, measuring)
+        self.dtype, self.precision_note = choice.dtype, choice.note
         self.batch_size = batch_size or (1 if device.type == "cpu" else 4)
         if tile is None:
             tile = auto_tile_size(device, checkpoint.config, self.dtype, self.batch_size)

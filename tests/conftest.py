@@ -25,6 +25,22 @@ REALSETS = Path(__file__).resolve().parents[2] / "shared" / "realsets"
 MICRO = DFPIRConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, text_dim=16)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _precision_cache(tmp_path_factory: pytest.TempPathFactory):
+    """`--precision auto` caches its bf16 checks: in a folder of this session (CLI subprocesses inherit it)."""
+    import os
+
+    from dfpir_cli.precision_check import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("dfpir-cache"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """tests/fixtures: the reference model and key list (part of the repository)."""

@@ -266,3 +266,18 @@ def test_nothing_scored_exits_1(identity_checkpoint: Path, tmp_path: Path) -> No
     result = runner.invoke(app, ["eval", "-d", "paired", "--input-dir", str(tmp_path / "A"), "--target-dir",
                                  str(tmp_path / "B"), "-g", "rain", "-w", str(identity_checkpoint), "--device", "cpu"])
     assert result.exit_code == 1 and "size mismatch" in result.output
+
+
+def test_precision_is_applied_and_reported(identity_checkpoint: Path, tmp_path: Path) -> None:
+    make_sots(tmp_path / "SOTS")
+    base = ["eval", "-d", "SOTS", "--root", str(tmp_path / "SOTS"), "-w", str(identity_checkpoint), "--device", "cpu",
+            "--json", "--quiet"]
+    reports = {}
+    for precision in ("fp32", "bf16"):
+        result = runner.invoke(app, [*base, "--precision", precision])
+        assert result.exit_code == 0, result.output
+        reports[precision] = json.loads(result.stdout)
+        assert reports[precision]["precision"] == precision
+    assert abs(reports["bf16"]["average"]["psnr"] - reports["fp32"]["average"]["psnr"]) < 0.05
+    result = runner.invoke(app, [*base, "--precision", "fp8"])
+    assert result.exit_code == 2 and "choose one of auto" in result.output

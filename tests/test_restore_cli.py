@@ -20,6 +20,7 @@ from dfpir_cli.checkpoint import PromptBank, save_checkpoint
 from dfpir_cli.cli import app
 from dfpir_cli.errors import CheckpointError
 from dfpir_cli.model import DFPIR
+from dfpir_cli.precision import cpu_has_native_bf16
 from dfpir_cli.weights import resolve_weights
 
 runner = CliRunner()
@@ -248,6 +249,9 @@ def test_tiling_options(tmp_path, micro_checkpoint):
 def test_device_and_precision(tmp_path, micro_checkpoint):
     Image.fromarray(rgb()).save(tmp_path / "a.png")
     base = (tmp_path / "a.png", "-d", "hazy", "-w", micro_checkpoint, "-o", tmp_path / "out", "--overwrite")
+    code, summary = run_json(*base, "--device", "cpu")  # auto: the random micro network fails the bf16 check
+    assert code == 0 and summary["precision"] == "fp32"
+    assert not cpu_has_native_bf16() or "auto chose fp32" in summary["notes"][0]
     code, summary = run_json(*base, "--device", "cpu", "--precision", "fp16")
     assert code == 0 and summary["precision"] == "fp32" and "needs a GPU" in summary["notes"][0]
     code, summary = run_json(*base, "--device", "cpu", "--precision", "bf16")

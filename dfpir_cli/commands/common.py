@@ -47,6 +47,12 @@ def handle_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+def announce_bf16_check() -> None:
+    """Said before ``--precision auto`` measures bf16 against fp32 for new weights (seconds to a minute)."""
+    err_console.print("[dim]--precision auto: checking once for these weights that bf16 restores the benchmark "
+                      "photos like fp32 (within 45 dB); the result is cached[/]", highlight=False)
+
+
 def is_interactive() -> bool:
     return sys.stderr.isatty()
 
@@ -55,8 +61,10 @@ def is_interactive() -> bool:
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="auto, bf16, fp16 or fp32. auto: bf16 autocast where the hardware has native bf16 (CPUs with "
-                        "AVX512-BF16 or AMX, CUDA GPUs that support it), fp32 elsewhere; bf16/fp16/fp32 force one "
-                        "(fp16 needs a GPU).")]
+                        "AVX512-BF16 or AMX, CUDA GPUs that support it) and these weights' bf16 restorations of the "
+                        "benchmark photos stay within 45 dB PSNR of fp32 (checked once per checkpoint and device, "
+                        "cached in $DFPIR_CACHE_DIR, default ~/.cache/dfpir); fp32 otherwise. bf16/fp16/fp32 force "
+                        "one (fp16 needs a GPU).")]
 WeightsOpt = Annotated[str | None, typer.Option(
     "--weights", "-w", help="Checkpoint folder (config.json + model.safetensors), a reference .pth file, "
                             "or a Hugging Face repo id fetched with `dfpir fetch-weights`.")]

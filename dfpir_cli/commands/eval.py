@@ -34,9 +34,22 @@ from ..evaluate import CSV_COLUMNS, EvalOptions, SetResult, csv_rows, evaluate_s
 from ..imageio import write_atomic
 from ..metrics import MetricOptions
 from ..model import DFPIR, PRESETS
+from ..precision import check_precision, precision_name
+from ..precision_check import inference_precision
 from ..prompts import DEGRADATIONS, FIVE_TASK, random_codes, resolve_degradation
 from ..weights import resolve_weights
-from .common import DeviceOpt, JsonOpt, QuietOpt, WeightsOpt, console, err_console, handle_errors, is_interactive
+from .common import (
+    DeviceOpt,
+    JsonOpt,
+    PrecisionOpt,
+    QuietOpt,
+    WeightsOpt,
+    announce_bf16_check,
+    console,
+    err_console,
+    handle_errors,
+    is_interactive,
+)
 
 _SUITE_HELP = ", ".join(f"{name} ({' or '.join(SUITE_FOLDERS[name][:2])})"
                         for name in ("SOTS", "Rain100L", "CBSD68", "GoPro", "LOL"))
@@ -209,6 +222,7 @@ def eval_command(
     overlap: Annotated[int, typer.Option("--overlap", help="Overlap between tiles, in pixels.", min=0)] = 32,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.", min=1)] = 1,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     csv_path: Annotated[Path | None, typer.Option(
         "--csv", help="Write per-image results (PSNR/SSIM of the restored and the degraded image) to this CSV.",
         show_default=False)] = None,
@@ -224,14 +238,19 @@ def eval_command(
         if tasks is not None and tasks not in (3, 5):
             raise InputError(f"--tasks must be 3 or 5, not {tasks}")
         torch_device = pick_device(device)
+        check_precision(precision)
         checkpoint = _random_checkpoint(preset) if preset else resolve_weights(weights, torch_device)
         checkpoint.model.to(torch_device).eval()
         sets = _test_sets(dataset, root, tasks, input_dir, target_dir, list(degradation or []), list(sigma or []),
                           images, size, seed, checkpoint)
         for test_set in sets:  # fail on an unknown prompt before any work
             checkpoint.prompts.code(test_set.degradation)
+        choice = inference_precision(checkpoint, torch_device, precision,
+                                     None if quiet or json_output else announce_bf16_check)
+        if choice.note:
+            err_console.print(f"[yellow]note:[/] {choice.note}", highlight=False, soft_wrap=True)
         options = EvalOptions(MetricOptions(y_channel, ssim_gaussian, crop_border, quantize=quantize),
-                              tile, overlap, batch_size, save_dir)
+                              tile, overlap, batch_size, save_dir, precision_name(choice.dtype))
         table_number = paper_table(checkpoint, tasks)
         compare = table_number if any(s.dataset in SUITE_FOLDERS for s in sets) else None
         out = err_console if json_output else console
@@ -270,7 +289,8 @@ def eval_command(
             typer.echo(json.dumps(report, indent=2))
         else:
             out.print(_render(results, report, title))
-            out.print(f"conventions: {report['conventions']['description']}", highlight=False)
+            out.print(f"conventions: {report['conventions']['description']}; {options.precision} on {torch_device}",
+                      highlight=False)
             if not quiet:
                 layouts: dict[str, list[str]] = {}
                 for test_set in sets:

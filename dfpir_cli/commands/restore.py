@@ -25,7 +25,17 @@ from ..restore import (
     restore_files,
 )
 from ..weights import resolve_weights
-from .common import DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, WeightsOpt, console, err_console, handle_errors
+from .common import (
+    DeviceOpt,
+    JsonOpt,
+    PrecisionOpt,
+    QuietOpt,
+    WeightsOpt,
+    announce_bf16_check,
+    console,
+    err_console,
+    handle_errors,
+)
 
 MAX_ROWS = 25  # rows of failed / skipped files listed in the summary
 
@@ -113,7 +123,7 @@ def restore(
         "--overwrite/--skip-existing", help="Replace existing outputs, or skip them (the default, so an "
                                             "interrupted batch resumes where it stopped).")] = False,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = "auto",
     tile: Annotated[int | None, typer.Option(
         "--tile", help="Tile side in pixels for large images (rounded down to a multiple of 8); 0 runs every "
                        "image whole. Default: the largest tile the device's free memory allows (at most 512 on "
@@ -154,7 +164,8 @@ def restore(
         check_precision(precision)  # an unknown precision is a usage error before loading
         checkpoint = resolve_weights(weights, torch_device)
         code, label = prompt_code(checkpoint, degradation, prompt)
-        restorer = Restorer(checkpoint, code, torch_device, precision, tile, tile_overlap, batch_size)
+        restorer = Restorer(checkpoint, code, torch_device, precision, tile, tile_overlap, batch_size,
+                            measuring=None if quiet or as_json else announce_bf16_check)
 
         show_progress = not quiet and not as_json and err_console.is_terminal
         if show_progress:

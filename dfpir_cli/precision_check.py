@@ -1,0 +1,148 @@
+"""``--precision auto`` for restore and eval: bf16 only where it restores like fp32, measured per checkpoint.
+
+Native bf16 doubles the CPU's arithmetic rate, but a checkpoint is only run in bf16 when its bf16 and fp32
+restorations of the benchmark photos (the five scikit-image photos of ``dfpir eval --dataset synthetic``,
+256x256, each degraded as one of the checkpoint's prompts asks) agree to :data:`AGREEMENT_DB` (45 dB PSNR)
+or better on every photo. The check takes one fp32 and one bf16 forward pass per photo, the first time a
+checkpoint is used on a kind of device; its result is cached under the weights' fingerprint (a hash of every
+tensor and prompt code), the device and the PyTorch version, in ``$DFPIR_CACHE_DIR`` (default
+``$XDG_CACHE_HOME/dfpir``, else ``~/.cache/dfpir``), file ``precision.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint
+from .datasets import shipped_photos
+from .evaluate import _float, _square, synthetic_rng
+from .imageio import read_image
+from .precision import autocast, check_precision, native_bf16, resolve_precision
+from .prompts import DEGRADATIONS
+from .synthesis import synthesize
+from .tiling import restore_tiled
+
+AGREEMENT_DB = 45.0  # lowest PSNR between bf16 and fp32 restorations for auto to pick bf16
+PROBE_SIZE = 256  # side of the benchmark crops the check restores
+CACHE_ENV = "DFPIR_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class Choice:
+    dtype: torch.dtype
+    note: str = ""  # what the user should know about the choice (empty: nothing unusual)
+    agreement_db: float | None = None  # bf16 vs fp32 on the benchmark photos, when it was checked
+
+
+def cache_path() -> Path:
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dfpir")
+    return Path(root) / "precision.json"
+
+
+def fingerprint(checkpoint: Checkpoint) -> str:
+    """A hash of the network's tensors and the prompt codes: the same weights give the same fingerprint."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(checkpoint.model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    digest.update(checkpoint.prompts.codes.contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _device_kind(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+def _probe_images(checkpoint: Checkpoint, size: int) -> list[tuple[np.ndarray, str]]:
+    """The benchmark photos, each degraded as one of the checkpoint's prompts asks (cycling through both)."""
+    photos = shipped_photos()
+    names = list(checkpoint.prompts.names)
+    images = []
+    for index in range(max(len(photos), len(names))):
+        clean = _square(_float(read_image(photos[index % len(photos)])), size)
+        name = names[index % len(names)]
+        degraded = synthesize(clean, name, synthetic_rng(0, name, index)) if name in DEGRADATIONS else clean
+        images.append((degraded, name))
+    return images
+
+
+def measure_bf16_agreement(checkpoint: Checkpoint, device: torch.device, size: int = PROBE_SIZE) -> float:
+    """Lowest PSNR (dB) between bf16-autocast and fp32 restorations of the benchmark photos on ``device``."""
+    model = checkpoint.model.to(device).eval()
+    lowest = math.inf
+    for image, name in _probe_images(checkpoint, size):
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+        code = checkpoint.prompts.code(name)[None]
+        outputs = []
+        for dtype in (torch.float32, torch.bfloat16):
+            with torch.inference_mode(), autocast(device, dtype):
+                outputs.append(restore_tiled(model, tensor, code, None, 0).float().clamp(0, 1))
+        mse = float((outputs[0] - outputs[1]).double().square().mean())
+        lowest = min(lowest, 10 * math.log10(1 / mse) if mse > 0 else math.inf)
+    return lowest
+
+
+def _read_cache(path: Path) -> dict[str, float]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {key: float(value) for key, value in data.items() if isinstance(value, (int, float))} \
+        if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, entries: dict[str, float]) -> None:
+    """Atomically; a cache that cannot be written only means the check runs again next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=".precision.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(handle, "w") as stream:
+            json.dump(entries, stream, indent=1, sort_keys=True)
+        os.replace(temporary, path)
+    except OSError:
+        pass
+
+
+def bf16_agreement(checkpoint: Checkpoint, device: torch.device,
+                   measuring: Callable[[], None] | None = None) -> float:
+    """:func:`measure_bf16_agreement`, cached; ``measuring`` is called first when it has to be measured."""
+    path = cache_path()
+    key = f"{fingerprint(checkpoint)}|{_device_kind(device)}|torch-{torch.__version__}"
+    cached = _read_cache(path)
+    if key in cached:
+        return cached[key]
+    if measuring is not None:
+        measuring()
+    value = measure_bf16_agreement(checkpoint, device)
+    _write_cache(path, {**_read_cache(path), key: value if math.isfinite(value) else 999.0})
+    return value
+
+
+def inference_precision(checkpoint: Checkpoint, device: torch.device, precision: str,
+                        measuring: Callable[[], None] | None = None) -> Choice:
+    """The dtype to restore at: forced ones as :func:`~dfpir_cli.precision.resolve_precision` says; ``auto``
+    bf16 where the device has native bf16 and this checkpoint's bf16 output agrees with fp32 (see above)."""
+    if check_precision(precision) != "auto":
+        return Choice(*resolve_precision(precision, device))
+    if not native_bf16(device):
+        return Choice(torch.float32)
+    agreement = bf16_agreement(checkpoint, device, measuring)
+    if agreement >= AGREEMENT_DB:
+        return Choice(torch.bfloat16, agreement_db=agreement)
+    return Choice(torch.float32, f"auto chose fp32: this checkpoint's bf16 restorations differ from fp32 "
+                                 f"({agreement:.1f} dB PSNR < {AGREEMENT_DB:.0f} dB on the benchmark photos)",
+                  agreement)
+
