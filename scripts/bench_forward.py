@@ -8,6 +8,8 @@ counted once with ``torch.utils.flop_counter`` on the model as it runs: the opti
 
     .venv/bin/python scripts/bench_forward.py                         # paper preset, 256x256, CPU fp32
     .venv/bin/python scripts/bench_forward.py --preset small --size 128 --runs 3
+    .venv/bin/python scripts/bench_forward.py --precision fp32,bf16    # CPU bf16 autocast vs fp32, one run
+    .venv/bin/python scripts/bench_forward.py --precision bf16 --band-mib 30,100000   # row bands on/off
     .venv/bin/python scripts/bench_forward.py --device cuda --precision bf16 --batch 4 --compile
     .venv/bin/python scripts/bench_forward.py --profile 25            # top ops by self CPU time
 """
@@ -16,16 +18,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dfpir_cli.model import DFPIR, PRESETS
+from dfpir_cli.model import DFPIR, PRESETS, restormer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -43,11 +46,11 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def matmul_gflops(device: torch.device, repeats: int, size: int = 4096) -> float:
-    """Best-of-``repeats`` GFLOP/s of a float32 square matmul: the machine's practical peak right now."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    out = torch.empty(size, size, device=device)
+def matmul_gflops(device: torch.device, repeats: int, dtype: torch.dtype = torch.float32, size: int = 4096) -> float:
+    """Best-of-``repeats`` GFLOP/s of a square matmul: the machine's practical peak in ``dtype`` right now."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
     torch.matmul(a, b, out=out)  # warm-up
     best = min(timed(lambda: torch.matmul(a, b, out=out), device) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
@@ -72,22 +75,34 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def parse_list(text: str, allowed: Iterable[str] | None = None) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if allowed is not None and any(item not in allowed for item in items):
+        raise SystemExit(f"choose from {', '.join(allowed)}, not {text!r}")
+    return items
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
     parser.add_argument("--size", type=int, default=256, help="square input side, a multiple of 8")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32", choices=sorted(DTYPES),
-                        help="fp32, or autocast to bf16/fp16 (weights stay fp32)")
-    parser.add_argument("--runs", type=int, default=5, help="timed forward passes (median reported)")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32, bf16 or fp16 (autocast, weights stay fp32), or a comma list such as fp32,bf16: "
+                             "the variants are timed in turn, round by round, and compared with the first")
+    parser.add_argument("--band-mib", default="",
+                        help="comma list of row-band sizes in MiB to compare (e.g. 30,100000: 100000 = no bands); "
+                             "default: the model's own")
+    parser.add_argument("--runs", type=int, default=5, help="timed forward passes per variant (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--matmul-runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 keeps the default")
     parser.add_argument("--channels-last", action="store_true", help="feed a channels-last input")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="after timing, profile one pass and print the N ops with most self time")
+                        help="after timing, profile one pass of the last variant and print the N ops with most "
+                             "self time")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -101,38 +116,54 @@ def main() -> None:
     if args.channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
     code = torch.randn(args.batch, config.text_dim, device=device)
-    dtype = DTYPES[args.precision]
+    precisions = parse_list(args.precision, DTYPES)
+    bands = [int(value) for value in parse_list(args.band_mib)] or [restormer.BAND_BYTES // 2**20]
+    variants = [(precision, band) for precision in precisions for band in bands]
 
-    def autocast() -> contextlib.AbstractContextManager:
-        if dtype == torch.float32:
-            return no_autocast()
-        return torch.autocast(device.type, dtype=dtype)
+    def autocast(precision: str) -> contextlib.AbstractContextManager:
+        dtype = DTYPES[precision]
+        return no_autocast() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
 
-    flops = count_flops(model, image, code, autocast)
+    flops = count_flops(model, image, code, lambda: autocast(precisions[0]))
     forward = torch.compile(model) if args.compile else model
+    outputs: dict[tuple[str, int], torch.Tensor] = {}
 
-    def run() -> None:
-        with torch.inference_mode(), autocast():
-            forward(image, code)
+    def run(variant: tuple[str, int]) -> None:
+        restormer.BAND_BYTES = variant[1] * 2**20
+        with torch.inference_mode(), autocast(variant[0]):
+            outputs[variant] = forward(image, code)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(args.warmup):
-        run()
-    # The matmul is timed before and after the forward passes and the best kept, so that a burst of load
+        for variant in variants:
+            run(variant)
+    # The matmuls are timed before and after the forward passes and the best kept, so that a burst of load
     # from other processes during one of the two does not lower the yardstick.
-    peak = matmul_gflops(device, args.matmul_runs)
-    times = [timed(run, device) for _ in range(args.runs)]
-    peak = max(peak, matmul_gflops(device, args.matmul_runs))
-    seconds = statistics.median(times)
-    achieved = flops / seconds / 1e9
+    peaks = {name: matmul_gflops(device, args.matmul_runs, DTYPES[name]) for name in dict.fromkeys(["fp32", *precisions])}
+    times: dict[tuple[str, int], list[float]] = {variant: [] for variant in variants}
+    for _ in range(args.runs):  # round-robin: load from other processes hits every variant alike
+        for variant in variants:
+            times[variant].append(timed(lambda variant=variant: run(variant), device))
+    for name in peaks:
+        peaks[name] = max(peaks[name], matmul_gflops(device, args.matmul_runs, DTYPES[name]))
 
     print(f"preset {args.preset}, {args.batch}x{config.in_channels}x{args.size}x{args.size}, {device}, "
-          f"{args.precision}, threads {torch.get_num_threads()}")
-    print(f"forward: {flops / 1e9:.1f} GFLOP, median {seconds:.3f} s of {args.runs} "
-          f"(min {min(times):.3f}, max {max(times):.3f})")
-    print(f"achieved {achieved:.1f} GFLOP/s; matmul 4096^2 fp32 {peak:.1f} GFLOP/s; ratio {achieved / peak:.1%}")
-    memory = f"peak RSS {peak_rss_mib():.0f} MiB"
+          f"threads {torch.get_num_threads()}, {flops / 1e9:.1f} GFLOP per pass (counted in {precisions[0]})")
+    print("matmul 4096^2: " + ", ".join(f"{name} {value:.1f} GFLOP/s" for name, value in peaks.items()))
+    first = statistics.median(times[variants[0]])
+    reference = outputs[variants[0]].float()
+    for variant in variants:
+        precision, band = variant
+        seconds = statistics.median(times[variant])
+        achieved = flops / seconds / 1e9
+        error = (outputs[variant].float() - reference).square().mean().item()
+        agreement = "same" if error == 0 else f"{10 * math.log10(1 / error):.1f} dB from the first"
+        print(f"{precision:>4}, bands {band:>6} MiB: median {seconds:.3f} s of {args.runs} "
+              f"(min {min(times[variant]):.3f}, max {max(times[variant]):.3f}); {achieved:.1f} GFLOP/s = "
+              f"{achieved / peaks['fp32']:.1%} of the fp32 matmul, {achieved / peaks[precision]:.1%} of the "
+              f"{precision} one; speed-up vs the first {first / seconds:.2f}x; output {agreement}")
+    memory = f"peak RSS {peak_rss_mib():.0f} MiB (the whole process: all variants and the matmul operands)"
     if device.type == "cuda":
         memory += f"; peak CUDA allocated {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
     print(memory)
@@ -142,7 +173,7 @@ def main() -> None:
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         with torch.profiler.profile(activities=activities) as profiler:
-            run()
+            run(variants[-1])
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(profiler.key_averages().table(sort_by=sort, row_limit=args.profile))
 
