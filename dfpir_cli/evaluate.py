@@ -215,13 +215,22 @@ def _slug(text: str) -> str:
 
 
 def evaluate_set(checkpoint: Checkpoint, test_set: TestSet, options: EvalOptions = EvalOptions(),
-                 table: int | None = None, progress: ProgressCallback | None = None) -> SetResult:
-    """Restore and score every pair of ``test_set``; a pair that fails is recorded and the run goes on."""
+                 table: int | None = None, progress: ProgressCallback | None = None,
+                 share: tuple[int, int] = (0, 1)) -> SetResult:
+    """Restore and score every pair of ``test_set``; a pair that fails is recorded and the run goes on.
+
+    ``share`` (I, N): only pairs I, I+N, I+2N... (one process of N under torchrun; see :func:`merge_shares`).
+    Noisy inputs are still drawn for every pair, so each image gets the noise it gets in one process.
+    """
     checkpoint.prompts.code(test_set.degradation)  # an unknown degradation stops here, before any work
     device = next(checkpoint.model.parameters()).device
     result = SetResult(test_set, paper=paper_numbers(test_set, table) if table else None)
     loader = PairLoader(test_set, options.metrics.crop_multiple)
     for index, pair in enumerate(test_set.pairs):
+        if index % share[1] != share[0]:
+            if test_set.noise_sigma is not None:
+                loader.load(index)  # the one noise stream runs through every image, in order
+            continue
         started = time.perf_counter()
         image = ImageResult(pair.name)
         try:
@@ -240,6 +249,16 @@ def evaluate_set(checkpoint: Checkpoint, test_set: TestSet, options: EvalOptions
         if progress:
             progress(test_set, pair.name)
     return result
+
+
+def merge_shares(shares: Sequence[Sequence[SetResult]]) -> list[SetResult]:
+    """The results of N processes' shares (each a list over the same test sets) as one process's results."""
+    merged = []
+    for parts in zip(*shares, strict=True):
+        order = {pair.name: position for position, pair in enumerate(parts[0].test_set.pairs)}
+        images = sorted((image for part in parts for image in part.images), key=lambda image: order[image.name])
+        merged.append(SetResult(parts[0].test_set, images, parts[0].paper))
+    return merged
 
 
 def average(results: Sequence[SetResult], attribute: str) -> float:

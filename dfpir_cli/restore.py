@@ -142,6 +142,49 @@ def check_outputs_spare_inputs(files: list[InputFile], output_dir: Path, suffix:
                 "inputs. Choose another --output folder, or add a --suffix (e.g. --suffix _restored).")
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N): this job's share of the files, 0 <= I < N."""
+    index, _, count = text.partition("/")
+    try:
+        shard = int(index), int(count)
+    except ValueError:
+        shard = (-1, 0)
+    if not 0 <= shard[0] < shard[1]:
+        raise InputError(f"--shard {text}: write I/N with 0 <= I < N, e.g. --shard 0/4 for the first of 4 jobs "
+                         "(SLURM: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    return shard
+
+
+def shard_files(files: list[InputFile], output_dir: Path, suffix: str, ext: str | None, index: int,
+                count: int) -> list[InputFile]:
+    """Share ``index`` of ``count`` of the files: every file in exactly one share, round-robin in input order.
+
+    Files that would write the same output go to the same share, so the one that comes first still wins
+    and the others fail as they would in one process.
+    """
+    groups: dict[Path, int] = {}
+    mine = []
+    for item in files:
+        group = groups.setdefault(plan_output(item, output_dir, suffix, ext).resolve(), len(groups))
+        if group % count == index:
+            mine.append(item)
+    return mine
+
+
+def merge_summaries(parts: list[RestoreSummary], files: list[InputFile]) -> RestoreSummary:
+    """One summary of the shares of a batch: problems first, then the files in input order."""
+    merged = RestoreSummary(device=parts[0].device, precision=parts[0].precision, tile=parts[0].tile,
+                            prompt=parts[0].prompt, seconds=max(part.seconds for part in parts))
+    for part in parts:
+        merged.notes += [note for note in part.notes if note not in merged.notes]
+    results = [result for part in parts for result in part.results]
+    order = {str(item.path): position for position, item in enumerate(files)}
+    merged.results = sorted(results, key=lambda result: (result.source in order, order.get(result.source, 0)))
+    if len({part.device for part in parts}) > 1:
+        merged.device = ", ".join(dict.fromkeys(part.device for part in parts))
+    return merged
+
+
 def prompt_code(checkpoint: Checkpoint, degradation: str | None, prompt: str | None,
                 clip_weights: str | Path | None = None) -> tuple[torch.Tensor, str]:
     """The (text_dim,) code to restore with, from a degradation name or a free-text prompt (CLIP), and its label."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import torch
+import torch.distributed as dist
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -28,15 +29,15 @@ from ..datasets import (
     find_suite,
     synthetic_sets,
 )
-from ..device import pick_device
 from ..errors import InputError
-from ..evaluate import CSV_COLUMNS, EvalOptions, SetResult, csv_rows, evaluate_set, paper_table, summary
+from ..evaluate import CSV_COLUMNS, EvalOptions, SetResult, csv_rows, evaluate_set, merge_shares, paper_table, summary
 from ..imageio import write_atomic
 from ..metrics import MetricOptions
 from ..model import DFPIR, PRESETS
 from ..precision import check_precision, precision_name
 from ..precision_check import inference_precision
 from ..prompts import DEGRADATIONS, FIVE_TASK, random_codes, resolve_degradation
+from ..training import init_distributed, shutdown_distributed
 from ..weights import resolve_weights
 from .common import (
     DeviceOpt,
@@ -73,6 +74,9 @@ EVAL_HELP = "\n\n".join((
     "The report states the conventions used. For the paper's datasets the paper's numbers (Tables 1 and 2) "
     "are shown beside ours: the 5-task table when the model knows blur or low light, else the 3-task one "
     "(--tasks picks it).",
+    "[bold]Several processes[/]: `torchrun --nproc_per_node N --no-python dfpir eval ...` splits every test set's "
+    "images between the processes (one GPU each; gloo on CPUs) and process 0 reports the gathered results, "
+    "the same as one process.",
     "Exit status: 0 when images were scored (files that fail are reported and skipped), 1 when none could be, "
     "2 on a usage, checkpoint or layout error.",
 ))
@@ -237,8 +241,9 @@ def eval_command(
             raise InputError("give --weights or --preset, not both")
         if tasks is not None and tasks not in (3, 5):
             raise InputError(f"--tasks must be 3 or 5, not {tasks}")
-        torch_device = pick_device(device)
         check_precision(precision)
+        distributed, torch_device = init_distributed(device)
+        quiet = quiet or not distributed.is_main
         checkpoint = _random_checkpoint(preset) if preset else resolve_weights(weights, torch_device)
         checkpoint.model.to(torch_device).eval()
         sets = _test_sets(dataset, root, tasks, input_dir, target_dir, list(degradation or []), list(sigma or []),
@@ -262,14 +267,22 @@ def eval_command(
                                   f"  {shown}{more}", highlight=False)
 
         results: list[SetResult] = []
-        total = sum(len(s.pairs) for s in sets)
+        total = sum(len(s.pairs[distributed.rank::distributed.world_size]) for s in sets)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err_console, disable=quiet or not is_interactive(), transient=True) as progress:
             bar = progress.add_task("evaluating", total=total)
             for test_set in sets:
                 progress.update(bar, description=test_set.label)
                 results.append(evaluate_set(checkpoint, test_set, options, compare,
-                                            progress=lambda _set, _name: progress.advance(bar)))
+                                            progress=lambda _set, _name: progress.advance(bar),
+                                            share=(distributed.rank, distributed.world_size)))
+        if distributed.active:
+            shares: list[list[SetResult] | None] = [None] * distributed.world_size
+            dist.all_gather_object(shares, results)
+            results = merge_shares([share for share in shares if share is not None])
+            shutdown_distributed()
+            if not distributed.is_main:
+                raise typer.Exit(0 if any(result.scored for result in results) else 1)
 
         report = summary(results, options, compare, weights or (f"untrained preset {preset}" if preset else None))
         for result in results:

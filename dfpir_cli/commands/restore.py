@@ -6,24 +6,31 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import torch
+import torch.distributed as dist
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..device import pick_device
 from ..errors import InputError
 from ..precision import check_precision
 from ..restore import (
     DEFAULT_OVERLAP,
     FileResult,
+    InputFile,
+    InputProblem,
     RestoreListener,
     Restorer,
     RestoreSummary,
     check_outputs_spare_inputs,
     collect_inputs,
+    merge_summaries,
+    parse_shard,
     prompt_code,
     restore_files,
+    shard_files,
 )
+from ..training import Distributed, init_distributed, shutdown_distributed
 from ..weights import resolve_weights
 from .common import (
     DeviceOpt,
@@ -133,6 +140,10 @@ def restore(
         "--tile-overlap", help="Pixels shared by neighbouring tiles, blended smoothly.")] = DEFAULT_OVERLAP,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Tiles per forward pass (default: 4 on a GPU, 1 on CPU).", show_default=False)] = None,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", help="I/N: restore only share I (from 0) of N of the files, for job arrays without torchrun "
+                        "(SLURM: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT). Every file is in exactly "
+                        "one share; each job reports its own share.", show_default=False)] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -144,6 +155,9 @@ def restore(
 
       dfpir restore 'shots/**/*.png' -d noisy -w owner/dfpir-5d --suffix _clean --recursive
 
+      torchrun --nproc_per_node 8 --no-python dfpir restore photos/ -d hazy   (one GPU per process, each file once;
+      one merged summary and --json from process 0; also across nodes with torchrun's --nnodes)
+
     Exit codes:
 
       0  every image restored (or skipped because its output exists)
@@ -152,33 +166,62 @@ def restore(
 
       2  usage error: bad option, unknown degradation, nothing to restore, an output that would overwrite an input
     """
+    distributed = Distributed()
     with handle_errors():
-        if tile_overlap < 0:
-            raise InputError(f"--tile-overlap {tile_overlap}: the overlap cannot be negative")
-        files, problems = collect_inputs(inputs, recursive, exclude=output)
-        if not files:
-            reasons = "\n  ".join(problem.reason for problem in problems)
-            raise InputError(f"nothing to restore:\n  {reasons}")
-        check_outputs_spare_inputs(files, output, suffix, ext)
-        torch_device = pick_device(device)
-        check_precision(precision)  # an unknown precision is a usage error before loading
-        checkpoint = resolve_weights(weights, torch_device)
-        code, label = prompt_code(checkpoint, degradation, prompt)
-        restorer = Restorer(checkpoint, code, torch_device, precision, tile, tile_overlap, batch_size,
-                            measuring=None if quiet or as_json else announce_bf16_check)
-
-        show_progress = not quiet and not as_json and err_console.is_terminal
-        if show_progress:
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TimeRemainingColumn())
-            with Progress(*columns, console=err_console) as progress:
-                summary = restore_files(files, problems, restorer, output, suffix, ext, overwrite,
-                                        _ProgressListener(progress, len(files)))
-        else:
-            summary = restore_files(files, problems, restorer, output, suffix, ext, overwrite)
-        summary.prompt = label
-        if as_json:
-            typer.echo(json.dumps(summary.to_json(), indent=2))
-        else:
-            _print_summary(summary, output)
+        try:
+            if tile_overlap < 0:
+                raise InputError(f"--tile-overlap {tile_overlap}: the overlap cannot be negative")
+            share = parse_shard(shard) if shard is not None else None
+            files, problems = collect_inputs(inputs, recursive, exclude=output)
+            if not files:
+                reasons = "\n  ".join(problem.reason for problem in problems)
+                raise InputError(f"nothing to restore:\n  {reasons}")
+            check_outputs_spare_inputs(files, output, suffix, ext)
+            check_precision(precision)  # an unknown precision is a usage error before loading
+            distributed, torch_device = init_distributed(device)
+            if share is not None and distributed.active:
+                raise InputError("--shard splits the files between separate jobs; under torchrun the processes "
+                                 "already split them: use one or the other")
+            index, count = share or (distributed.rank, distributed.world_size)
+            quiet = quiet or not distributed.is_main
+            summary = _restore_share(files, problems if index == 0 else [], index, count,
+                                     weights=weights, device=torch_device, degradation=degradation, prompt=prompt,
+                                     output=output, suffix=suffix, ext=ext, overwrite=overwrite, precision=precision,
+                                     tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
+                                     quiet=quiet or as_json)
+            if distributed.active:
+                parts: list[RestoreSummary | None] = [None] * distributed.world_size
+                dist.all_gather_object(parts, summary)
+                summary = merge_summaries([part for part in parts if part is not None], files)
+            if distributed.is_main:
+                if as_json:
+                    typer.echo(json.dumps(summary.to_json(), indent=2))
+                else:
+                    _print_summary(summary, output)
+        finally:
+            shutdown_distributed()
     raise typer.Exit(summary.exit_code)
+
+
+def _restore_share(files: list[InputFile], problems: list[InputProblem], index: int, count: int, *,
+                   weights: str | None, device: torch.device, degradation: str | None,
+                   prompt: str | None, output: Path, suffix: str, ext: str | None, overwrite: bool, precision: str,
+                   tile: int | None, tile_overlap: int, batch_size: int | None, quiet: bool) -> RestoreSummary:
+    """Restore share ``index`` of ``count`` of the files (all of them when count is 1)."""
+    mine = shard_files(files, output, suffix, ext, index, count) if count > 1 else files
+    checkpoint = resolve_weights(weights, device)
+    code, label = prompt_code(checkpoint, degradation, prompt)
+    restorer = Restorer(checkpoint, code, device, precision, tile, tile_overlap, batch_size,
+                        measuring=None if quiet else announce_bf16_check)
+    if not quiet and err_console.is_terminal:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=err_console) as progress:
+            summary = restore_files(mine, problems, restorer, output, suffix, ext, overwrite,
+                                    _ProgressListener(progress, len(mine)))
+    else:
+        summary = restore_files(mine, problems, restorer, output, suffix, ext, overwrite)
+    summary.prompt = label
+    if count > 1 and not quiet:
+        err_console.print(f"[dim]share {index}/{count}: {len(mine)} of {len(files)} file(s)[/]", highlight=False)
+    return summary
