@@ -1,40 +1,45 @@
-"""Benchmark `dfpir restore` on one large photo on CPU: megapixels per second and peak memory.
+"""Benchmark `dfpir restore` on one large photo: megapixels per second, peak memory, precision against precision.
 
-Writes a synthetic photo (smooth colour fields, edges and noise) of --size to a temporary folder, then
-restores it file to file (read, tiled restore, atomic write) with a randomly initialised network of
---preset, as `dfpir restore` does. Prints the time, megapixels per second and the peak resident memory
-(ru_maxrss) next to the size of one float32 image buffer, so "peak memory grows only with the image
-buffers" can be checked by running two sizes:
+Writes a synthetic photo (smooth colour fields, edges and noise) of --size to a temporary folder, then runs
+the real command, `dfpir restore PHOTO -d haze --json`, once per variant and round, each in its own process
+(so each has its own peak resident memory, read with ``os.wait4``). Variants are `--precision` values:
+the default compares `auto` (what `dfpir restore` does with no options) against `fp32`. Rounds alternate the
+variants, so load from other processes on a shared machine hits each alike; the speed-up is the ratio of
+median restore times in this one run. Restored images are compared with the first variant's (PSNR).
 
-    .venv/bin/python scripts/bench_restore.py                      # 4000x3000, small preset
-    .venv/bin/python scripts/bench_restore.py --size 2000x1500     # a quarter of the pixels
+The weights: the shipped default model, `--weights DIR`, or `--preset NAME` for a randomly initialised
+network of that size (saved to the temporary folder; speed only). auto's one-off bf16 check for the
+weights runs before the timed rounds, in a cache folder of its own, and its time is printed apart.
+
+    .venv/bin/python scripts/bench_restore.py                                  # 4000x3000, auto vs fp32
+    .venv/bin/python scripts/bench_restore.py --preset paper --precision bf16,fp32 --rounds 1
+    .venv/bin/python scripts/bench_restore.py --size 2000x1500 --precision fp32  # a quarter of the pixels
+    .venv/bin/python scripts/bench_restore.py --device cuda --precision bf16,fp16,fp32 --batch-size 8
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import resource
+import json
+import math
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from dfpir_cli.checkpoint import Checkpoint, PromptBank
-from dfpir_cli.imageio import read_image, write_image
+from dfpir_cli.checkpoint import PromptBank, save_checkpoint
 from dfpir_cli.model import DFPIR, PRESETS
-from dfpir_cli.prompts import FIVE_TASK, random_codes
-from dfpir_cli.restore import Restorer
+from dfpir_cli.precision_check import CACHE_ENV
+from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, random_codes
 
-
-def max_rss_mib() -> float:
-    scale = 1 / 1024**2 if sys.platform == "darwin" else 1 / 1024  # bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+Image.MAX_IMAGE_PIXELS = None
 
 
 def synthetic_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -48,66 +53,100 @@ def synthetic_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def write_photo(path: str, width: int, height: int) -> None:
-    """Runs in a child process, so that making the photo does not count in this process's peak memory."""
-    Image.fromarray(synthetic_photo(width, height)).save(path, compress_level=1)
+def run_restore(arguments: list[str], env: dict[str, str]) -> tuple[dict, float, float]:
+    """Run `dfpir restore ... --json` in a child; (its JSON summary, wall seconds, peak RSS in MiB)."""
+    command = [sys.executable, "-c", "from dfpir_cli.cli import app; app(prog_name='dfpir')", "restore", *arguments,
+               "--json", "--quiet", "--overwrite"]
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    assert child.stdout is not None and child.stderr is not None
+    stdout, stderr = child.stdout.read(), child.stderr.read()  # --quiet: stderr stays small
+    _, status, usage = os.wait4(child.pid, 0)  # reaps the child with its own resource usage
+    wall = time.perf_counter() - started
+    child.returncode = code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"dfpir restore failed ({code}):\n{stderr}")
+    scale = 1 / 1024**2 if sys.platform == "darwin" else 1 / 1024  # bytes on macOS, KiB on Linux
+    peak = usage.ru_maxrss * scale
+    return json.loads(stdout), wall, peak
+
+
+def psnr(a: Path, b: Path) -> float:
+    x = np.asarray(Image.open(a), dtype=np.float64) / 255
+    y = np.asarray(Image.open(b), dtype=np.float64) / 255
+    mse = float(np.mean((x - y) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="4000x3000", help="WIDTHxHEIGHT of the photo (default 4000x3000)")
-    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
-    parser.add_argument("--tile", type=int, default=None, help="tile side (default: auto, as dfpir restore)")
-    parser.add_argument("--overlap", type=int, default=32)
+    parser.add_argument("--size", default="4000x3000", help="WIDTHxHEIGHT of the photo (default 4000x3000, 12 MP)")
+    parser.add_argument("--weights", default=None, help="checkpoint folder (default: the shipped default model)")
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help="a randomly initialised network of this preset instead of weights (speed only)")
+    parser.add_argument("--precision", default="auto,fp32", help="comma list of --precision values to compare")
+    parser.add_argument("--rounds", type=int, default=2, help="restores per variant, alternating (median kept)")
+    parser.add_argument("--degradation", default="haze")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tile", type=int, default=None, help="tile side (default: dfpir restore's)")
+    parser.add_argument("--overlap", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the children")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    torch.manual_seed(0)
-    config = PRESETS[args.preset]
-    model = DFPIR(config).eval()
-    prompts = PromptBank(FIVE_TASK, FIVE_TASK, random_codes(FIVE_TASK, 0, config.text_dim), "random")
-    checkpoint = Checkpoint(model, prompts)
-    restorer = Restorer(checkpoint, prompts.code("haze"), torch.device("cpu"), "fp32", args.tile, args.overlap,
-                        args.batch_size)
-    tiles = restorer.tiles_for(height, width)
-    print(f"preset {args.preset} ({sum(p.numel() for p in model.parameters()):,} parameters), "
-          f"{width}x{height} = {width * height / 1e6:.1f} MP, tile {restorer.tile}, overlap {args.overlap}, "
-          f"batch {restorer.batch_size}, {tiles} tiles, {torch.get_num_threads()} threads")
+    variants = [value.strip() for value in args.precision.split(",") if value.strip()]
 
     with tempfile.TemporaryDirectory() as folder:
-        source, target = Path(folder) / "photo.png", Path(folder) / "restored.png"
-        child = multiprocessing.get_context("spawn").Process(target=write_photo, args=(str(source), width, height))
-        child.start()
-        child.join()
-        # Warm up (allocator, kernels) on one tile, then measure from a known baseline.
-        restorer.restore(torch.rand(3, 64, 64))
-        baseline = max_rss_mib()
-        tracemalloc.start()
-        started = time.perf_counter()
-        image = read_image(source)
-        read_done = time.perf_counter()
-        restored = restorer.restore(image.pixels)
-        restore_done = time.perf_counter()
-        write_image(target, restored, image)
-        finished = time.perf_counter()
-        _, traced_peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        peak = max_rss_mib()
+        root = Path(folder)
+        env = {**os.environ, CACHE_ENV: str(root / "cache")}
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+        weights = args.weights
+        if args.preset:
+            torch.manual_seed(0)
+            config = PRESETS[args.preset]
+            prompts = PromptBank(FIVE_TASK, tuple(DEGRADATIONS[n].text for n in FIVE_TASK),
+                                 random_codes(FIVE_TASK, 0, config.text_dim), "random")
+            weights = str(save_checkpoint(root / "weights", DFPIR(config).eval(), prompts, {"preset": args.preset}))
+        photo = root / "photo.png"
+        Image.fromarray(synthetic_photo(width, height)).save(photo, compress_level=1)
+        options = ["-d", args.degradation, "--device", args.device]
+        options += ["-w", weights] if weights else []
+        for flag, value in (("--tile", args.tile), ("--tile-overlap", args.overlap), ("--batch-size", args.batch_size)):
+            options += [flag, str(value)] if value is not None else []
+
+        if "auto" in variants:  # the one-off bf16 check of these weights, outside the timed runs
+            small = root / "small.png"
+            Image.fromarray(synthetic_photo(64, 64)).save(small)
+            _, seconds, _ = run_restore([str(small), *options, "-o", str(root / "warm")], env)
+            print(f"auto's one-off bf16 check of these weights (plus a 64x64 restore): {seconds:.1f} s")
+
+        results: dict[str, list[tuple[dict, float, float]]] = {variant: [] for variant in variants}
+        for _ in range(args.rounds):
+            for variant in variants:
+                output = root / f"out-{variant}"
+                results[variant].append(run_restore([str(photo), *options, "--precision", variant, "-o", str(output)],
+                                                    env))
+        agreement = {variant: psnr(root / f"out-{variants[0]}" / "photo.png", root / f"out-{variant}" / "photo.png")
+                     for variant in variants}
 
     megapixels = width * height / 1e6
-    buffer_mib = 3 * width * height * 4 / 1024**2
-    print(f"read {read_done - started:.1f} s, restore {restore_done - read_done:.1f} s, "
-          f"write {finished - restore_done:.1f} s, total {finished - started:.1f} s")
-    print(f"speed: {megapixels / (restore_done - read_done):.4f} MP/s restoring, "
-          f"{megapixels / (finished - started):.4f} MP/s file to file")
-    print(f"peak resident memory (ru_maxrss): {peak:.0f} MiB; before the run {baseline:.0f} MiB; "
-          f"growth {peak - baseline:.0f} MiB")
-    print(f"one float32 RGB image buffer: {buffer_mib:.0f} MiB; growth / buffer = {(peak - baseline) / buffer_mib:.2f}")
-    print(f"tracemalloc peak (numpy/Python allocations only, not torch's): {traced_peak / 1024**2:.0f} MiB")
+    first = results[variants[0]][0][0]
+    described = f"random {args.preset} preset" if args.preset else weights or "the default model"
+    print(f"{width}x{height} = {megapixels:.1f} MP, weights: {described}, "
+          f"{args.device}, tile {first['tile']}, {args.rounds} round(s) per variant, "
+          f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}, {os.cpu_count()} CPUs")
+    times = {variant: statistics.median(run[0]["seconds"] for run in runs) for variant, runs in results.items()}
+    for variant, runs in results.items():
+        summary = runs[-1][0]
+        seconds = times[variant]
+        each = ", ".join(f"{run[0]['seconds']:.1f}" for run in runs)
+        print(f"--precision {variant:>4} (ran {summary['precision']}): restore {seconds:.1f} s median "
+              f"({each}), {megapixels / seconds:.3f} MP/s, "
+              f"peak RSS {max(run[2] for run in runs):.0f} MiB; speed-up vs {variants[0]}: "
+              f"{times[variants[0]] / seconds:.2f}x; output {agreement[variant]:.1f} dB PSNR from {variants[0]}'s")
+    for note in {note for runs in results.values() for run in runs for note in run[0]["notes"]}:
+        print(f"note: {note}")
 
 
 if __name__ == "__main__":
