@@ -2,8 +2,9 @@
 
 One place decides what ``--weights`` may be, so ``restore``, ``eval`` and ``train`` read it alike: a
 checkpoint folder, its ``model.safetensors`` or ``config.json``, a Hugging Face repo id (``owner/name`` or
-``owner/name@revision``, loaded through :mod:`dfpir_cli.hub`), or nothing for the default model. A
-reference ``.pth`` file cannot run as is: it lacks the prompt codes (DESIGN.md section 3), so the user
+``owner/name@revision``, loaded through :mod:`dfpir_cli.hub`), one of the authors' checkpoints converted
+by ``dfpir fetch-weights official:NAME`` (``official:five-task``, loaded from dfpir's cache only), or nothing for
+the default model. A reference ``.pth`` file cannot run as is: it lacks the prompt codes (DESIGN.md section 3), so the user
 is told how to import it once.
 """
 
@@ -41,6 +42,10 @@ def resolve_weights(spec: str | Path | None, device: str | torch.device = "cpu")
             "(config.json + model.safetensors), a Hugging Face repo id fetched with `dfpir fetch-weights`, "
             "or a reference .pth imported with `dfpir fetch-weights --import-official FILE`.")
     text = str(spec).strip()
+    if text.lower().startswith("official:"):
+        from .official import load_official
+
+        return load_official(text, device)
     path = Path(text).expanduser()
     if path.exists():
         if path.is_dir() or path.name in (CONFIG_NAME, WEIGHTS_NAME):

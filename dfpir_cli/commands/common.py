@@ -67,7 +67,9 @@ PrecisionOpt = Annotated[str, typer.Option(
                         "one (fp16 needs a GPU).")]
 WeightsOpt = Annotated[str | None, typer.Option(
     "--weights", "-w", help="Checkpoint folder (config.json + model.safetensors), a reference .pth file, "
-                            "or a Hugging Face repo id fetched with `dfpir fetch-weights`.")]
+                            "a Hugging Face repo id fetched with `dfpir fetch-weights`, or official:five-task | "
+                            "official:three-task | official:three-task-simple (the authors' weights, after "
+                            "`dfpir fetch-weights official:NAME`).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; errors and the summary only.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .. import hub
+from .. import hub, official
 from ..checkpoint import save_checkpoint
 from ..errors import HubError, InputError
 from ..prompts import CLIP_HF_REPO, find_clip_weights
@@ -38,7 +38,24 @@ def _usage(weights: str, names: tuple[str, ...]) -> str:
             f"Degradations it knows: {', '.join(names)}")
 
 
+def _official_rows() -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for name, model in official.OFFICIAL.items():
+        folder = official.official_dir(name)
+        cached = official.is_cached(name)
+        provenance = {}
+        if cached:
+            try:
+                provenance = json.loads((folder / "config.json").read_text()).get("metadata", {}).get("provenance", {})
+            except (OSError, ValueError):
+                provenance = {}
+        rows.append({"name": official.PREFIX + name, "description": model.description, "cached": cached,
+                     "path": str(folder), "sha256": provenance.get("sha256"), "source_url": provenance.get("source_url")})
+    return rows
+
+
 def _show_list(as_json: bool) -> None:
+    authors = _official_rows()
     cached = hub.cached_checkpoints()
     clip = find_clip_weights()
     try:
@@ -48,6 +65,7 @@ def _show_list(as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps({
             "cache": str(hub.cache_dir()),
+            "official": authors,
             "cached": [{"repo_id": c.repo_id, "commit": c.commit, "refs": list(c.refs), "tasks": list(c.tasks),
                         "size": c.size, "complete": c.complete, "path": str(c.path)} for c in cached],
             "clip_weights": str(clip) if clip else None,
@@ -56,6 +74,16 @@ def _show_list(as_json: bool) -> None:
                                               for m in remote],
             "hub_error": remote_error}))
         return
+    table = Table(title=f"The authors' checkpoints (from their Google Drive folder; cache {official.official_root()})")
+    for column in ("name", "tasks", "cached"):
+        table.add_column(column)
+    for row in authors:
+        table.add_row(str(row["name"]), str(row["description"]), "[green]yes[/]" if row["cached"] else "no")
+    console.print(table)
+    missing = [str(row["name"]) for row in authors if not row["cached"]]
+    if missing:
+        console.print("Fetch one with: " + " | ".join(f"dfpir fetch-weights {name}" for name in missing),
+                      highlight=False, soft_wrap=True)
     local = Table(title=f"dfpir checkpoints in the local cache ({hub.cache_dir()})")
     for column in ("repository", "revision", "tasks", "size"):
         local.add_column(column)
@@ -104,6 +132,30 @@ def _fetch(repo_id: str, revision: str | None, sha256: str | None, quiet: bool, 
     console.print("It loads from the cache from now on, offline included (HF_HUB_OFFLINE=1).", highlight=False)
 
 
+def _fetch_official(spec: str, force: bool, quiet: bool, as_json: bool) -> None:
+    result = official.fetch_official(spec, progress=not quiet, force=force)
+    weights = official.PREFIX + result.name
+    if as_json:
+        console.print_json(json.dumps({
+            "name": weights, "path": str(result.path), "source_url": result.source_url, "file_name": result.file_name,
+            "size": result.size, "sha256": result.sha256, "already_cached": result.already_cached,
+            "degradations": list(result.checkpoint.prompts.names)}))
+        return
+    if result.already_cached:
+        console.print(f"{weights} is already in the cache ({result.path}) and loads; --force fetches it again.",
+                      highlight=False, soft_wrap=True)
+    else:
+        parameters = sum(p.numel() for p in result.checkpoint.model.parameters())
+        console.print("\n".join([
+            f"Fetched the authors' {result.name} checkpoint, converted it and checked that it runs:",
+            f"  from:    {result.source_url} ({result.file_name}, {_size(result.size)})",
+            f"  sha256:  {result.sha256}",
+            f"  stored:  {result.path} ({parameters:,} parameters, prompt codes from CLIP ViT-B/32)"]),
+            highlight=False, soft_wrap=True)
+    console.print(_usage(weights, result.checkpoint.prompts.names), highlight=False, soft_wrap=True)
+    console.print("It loads from dfpir's cache from now on, offline included.", highlight=False)
+
+
 def _import(source: Path, prompts: PromptSet | None, output: Path | None, clip_weights: Path | None,
             force: bool) -> None:
     if prompts is None or output is None:
@@ -122,7 +174,9 @@ def _import(source: Path, prompts: PromptSet | None, output: Path | None, clip_w
 
 def fetch_weights(
     repo_id: Annotated[str | None, typer.Argument(
-        help="Hub repository of a dfpir checkpoint: owner/name, or owner/name@revision.",
+        help="official:five-task, official:three-task or official:three-task-simple (the authors' weights from "
+             "their Google Drive folder, converted once), or a Hub repository of a dfpir checkpoint: owner/name, "
+             "or owner/name@revision.",
         show_default=False)] = None,
     revision: Annotated[str | None, typer.Option(
         "--revision", "-r", help="Branch, tag or commit to fetch (default: main).")] = None,
@@ -149,17 +203,23 @@ def fetch_weights(
         "--clip-weights", metavar="FILE", help="With --import-official: a local open_clip ViT-B-32 (openai) "
         "weights file, instead of the cached one.", show_default=False)] = None,
     force: Annotated[bool, typer.Option(
-        "--force", help="With --import-official: replace an existing --output folder.")] = False,
+        "--force", help="With --import-official: replace an existing --output folder. With official:NAME: "
+                        "download and convert again although it is cached.")] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Fetch dfpir checkpoints from the Hugging Face Hub, the CLIP weights, or import the authors' checkpoints.
 
+    [bold]dfpir fetch-weights official:five-task[/] downloads the authors' checkpoint from their Google Drive folder,
+    fetches CLIP ViT-B/32 from the Hub if needed, converts it with strict key checks, checks that it runs, and stores
+    it in dfpir's cache; [bold]--weights official:five-task[/] then works offline.
+
     [bold]dfpir fetch-weights owner/name[/] downloads config.json + model.safetensors (+ model card) into the HF cache.
 
     It checks the sha256 and that the checkpoint loads; [bold]--weights owner/name[/] then works offline.
 
-    Environment: HF_ENDPOINT (a mirror), HF_HOME / HF_HUB_CACHE (cache location), HF_TOKEN (private or gated repos).
+    Environment: HF_ENDPOINT (a mirror), HF_HOME / HF_HUB_CACHE (cache location), HF_TOKEN (private or gated repos),
+    DFPIR_CACHE (dfpir's cache, default ~/.cache/dfpir), DFPIR_DRIVE_ENDPOINT (send Google Drive requests elsewhere).
     """
     with handle_errors():
         modes = [name for name, on in (("REPO_ID", repo_id is not None), ("--list", list_), ("--clip", clip),
@@ -169,8 +229,14 @@ def fetch_weights(
                              + (f" (got {', '.join(modes)})" if modes else ""))
         if (revision or sha256) and repo_id is None:
             raise InputError("--revision and --sha256 go with REPO_ID")
-        if (prompts or output or clip_weights or force) and import_official is None:
-            raise InputError("--prompts, --output, --clip-weights and --force go with --import-official FILE")
+        is_official = repo_id is not None and official.is_official_spec(repo_id)
+        if (prompts or output or clip_weights) and import_official is None:
+            raise InputError("--prompts, --output and --clip-weights go with --import-official FILE")
+        if force and import_official is None and not is_official:
+            raise InputError("--force goes with --import-official FILE or official:NAME")
+        if is_official and (revision or sha256):
+            raise InputError("--revision and --sha256 go with a Hub repository, not official:NAME (its sha256 is "
+                             "recorded at download time)")
         if list_:
             _show_list(as_json)
         elif clip:
@@ -182,6 +248,9 @@ def fetch_weights(
                               "now work offline.", highlight=False, soft_wrap=True)
         elif import_official is not None:
             _import(import_official, prompts, output, clip_weights, force)
+        elif is_official:
+            assert repo_id is not None
+            _fetch_official(repo_id, force, quiet, as_json)
         else:
             assert repo_id is not None
             _fetch(repo_id, revision, sha256, quiet, as_json)

@@ -1,0 +1,231 @@
+"""`dfpir fetch-weights official:NAME` against local stand-ins for Google Drive (gdown) and the Hub (CLIP).
+
+The Drive folder serves a reference-format checkpoint made from the fixture model; the Hub serves a CLIP
+weights file. The CLIP text tower is a randomly initialised open_clip ViT-B-32 (the OpenAI weights need
+the network): ClipTextEncoder.load is replaced, the download and the lookup of its file are real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+
+import pytest
+import torch
+from drive_server import FakeDrive
+from hub_server import FakeHub, closed_port_endpoint, point_client_at
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from dfpir_cli import official
+from dfpir_cli.checkpoint import load_checkpoint
+from dfpir_cli.cli import app
+from dfpir_cli.errors import CheckpointError
+from dfpir_cli.official import OFFICIAL, DriveError, DriveFile, pick_file
+from dfpir_cli.prompts import CLIP_HF_REPO, FIVE_TASK, THREE_TASK, ClipTextEncoder, vocabulary
+from dfpir_cli.weights import resolve_weights
+
+runner = CliRunner()
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def random_clip() -> ClipTextEncoder:
+    import open_clip
+
+    torch.manual_seed(0)
+    return ClipTextEncoder(open_clip.create_model("ViT-B-32", pretrained=None))
+
+
+@pytest.fixture(scope="module")
+def reference_bytes(reference_tiny) -> bytes:
+    """The fixture's weights saved the way the reference training saves them."""
+    _, tensors = reference_tiny
+    state = {f"module.{key.removeprefix('model.')}": value for key, value in tensors.items() if key.startswith("model.")}
+    buffer = io.BytesIO()
+    torch.save({"epoch": 80, "state_dict": state}, buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def clip_loads(monkeypatch, random_clip) -> list:
+    calls = []
+
+    def load(weights=None, device="cpu"):
+        calls.append(weights)
+        return random_clip
+
+    monkeypatch.setattr(ClipTextEncoder, "load", staticmethod(load))
+    return calls
+
+
+@pytest.fixture
+def stand_ins(monkeypatch, tmp_path, reference_bytes, clip_loads):
+    """Drive with the authors' three files (3-task ones in a sub-folder), the Hub with CLIP, dfpir's cache empty."""
+    hub = FakeHub()
+    point_client_at(monkeypatch, hub.start(), tmp_path / "hf")
+    save_file({"text_projection": torch.randn(4, 4)}, tmp_path / "clip.safetensors")
+    hub.add_repo(CLIP_HF_REPO, {"open_clip_model.safetensors": (tmp_path / "clip.safetensors").read_bytes()})
+    drive = FakeDrive(official.DRIVE_FOLDER_ID)
+    drive.five = drive.add_file("DFPIR-5D.pth.tar", reference_bytes)
+    three = drive.add_folder("3D")
+    drive.three = drive.add_file("DFPIR-3D-detail.pth.tar", reference_bytes, three)
+    drive.simple = drive.add_file("DFPIR-3D-simple.pth.tar", reference_bytes, three)
+    drive.add_file("README.txt", b"weights of the paper")
+    monkeypatch.setenv(official.DRIVE_ENDPOINT_ENV, drive.start())
+    monkeypatch.setenv("DFPIR_CACHE", str(tmp_path / "dfpir"))
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    yield drive, hub
+    drive.stop()
+    hub.stop()
+
+
+def leftovers() -> list[str]:
+    root = official.official_root()
+    return sorted(path.name for path in root.iterdir()) if root.exists() else []
+
+
+def test_fetch_converts_records_provenance_and_works_offline(stand_ins, reference_tiny, reference_bytes, random_clip,
+                                                             clip_loads, monkeypatch, tmp_path):
+    drive, hub = stand_ins
+    config, tensors = reference_tiny
+    result = runner.invoke(app, ["fetch-weights", "official:five-task", "--quiet"])
+    assert result.exit_code == 0, result.output
+    folder = official.official_dir("five-task")
+    assert "--weights official:five-task" in flat(result.output) and str(folder) in flat(result.output)
+    assert leftovers() == ["five-task"]  # no staging folder or partial file left
+    # CLIP came from the Hub into its cache, and the encoder was built from that file
+    assert any("open_clip_model.safetensors" in path for _, path in hub.requests)
+    assert clip_loads and clip_loads[0].name == "open_clip_model.safetensors"
+    provenance = json.loads((folder / "config.json").read_text())["metadata"]["provenance"]
+    assert provenance["source_url"] == f"https://drive.google.com/file/d/{drive.five}/view"
+    assert provenance["file_name"] == "DFPIR-5D.pth.tar" and provenance["size"] == len(reference_bytes)
+    assert provenance["sha256"] == hashlib.sha256(reference_bytes).hexdigest()
+    assert provenance["folder_url"] == official.DRIVE_FOLDER_URL
+    # only the 5-task file was downloaded
+    downloads = [path for path in drive.requests if "confirm=t" in path]
+    assert len(downloads) == 1 and drive.five in downloads[0]
+
+    # offline from now on: neither Drive nor the Hub can be reached
+    monkeypatch.setenv(official.DRIVE_ENDPOINT_ENV, closed_port_endpoint())
+    point_client_at(monkeypatch, closed_port_endpoint(), tmp_path / "hf-gone")
+    checkpoint = resolve_weights("official:five-task")
+    assert checkpoint.config == config and checkpoint.prompts.names == FIVE_TASK
+    torch.testing.assert_close(checkpoint.prompts.codes, random_clip.encode(list(vocabulary("five-task").values())),
+                               rtol=0, atol=0)
+    with torch.inference_mode():
+        restored = checkpoint.model(tensors["io.input"], tensors["io.text_code"])
+    assert (restored - tensors["io.output"]).abs().max() <= 1e-4
+
+    listed = runner.invoke(app, ["fetch-weights", "--list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = {row["name"]: row for row in json.loads(listed.stdout)["official"]}
+    assert rows["official:five-task"]["cached"] and not rows["official:three-task"]["cached"]
+    assert rows["official:five-task"]["sha256"] == provenance["sha256"]
+    table = runner.invoke(app, ["fetch-weights", "--list"])
+    assert "dfpir fetch-weights official:three-task-simple" in flat(table.output)
+
+    again = runner.invoke(app, ["fetch-weights", "official:five-task"])
+    assert again.exit_code == 0 and "already in the cache" in flat(again.output)
+
+
+def test_three_task_files_are_found_in_a_sub_folder(stand_ins, reference_bytes):
+    drive, _ = stand_ins
+    result = runner.invoke(app, ["fetch-weights", "official:three-task-simple", "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["file_name"] == "3D/DFPIR-3D-simple.pth.tar" and drive.simple in summary["source_url"]
+    prompts = load_checkpoint(official.official_dir("three-task-simple")).prompts
+    assert prompts.names == THREE_TASK and prompts.texts == ("Noise", "Noise", "Noise", "Rain", "Haze")
+
+
+def test_not_cached_names_the_fetch_command_and_downloads_nothing(stand_ins, tmp_path):
+    drive, _ = stand_ins
+    with pytest.raises(CheckpointError, match="`dfpir fetch-weights official:three-task`"):
+        resolve_weights("official:three-task")
+    Image.new("RGB", (16, 16)).save(tmp_path / "photo.png")
+    result = runner.invoke(app, ["restore", str(tmp_path / "photo.png"), "-o", str(tmp_path / "out"),
+                                 "--weights", "official:five-task", "--degradation", "rain"])
+    assert result.exit_code == 2 and "dfpir fetch-weights official:five-task" in flat(result.output)
+    assert drive.requests == []
+
+
+def test_quota_exceeded_gives_the_manual_route(stand_ins):
+    drive, _ = stand_ins
+    drive.quota.add(drive.five)
+    result = runner.invoke(app, ["fetch-weights", "official:five-task", "--quiet"])
+    assert result.exit_code == 2, result.output
+    text = flat(result.output)
+    assert "download quota for this file is exceeded" in text
+    assert "dfpir fetch-weights --import-official FILE --prompts five-task --output DIR" in text
+    assert official.DRIVE_FOLDER_URL in text and "Traceback" not in result.output
+    assert leftovers() == []
+
+
+def test_truncated_download_leaves_nothing(stand_ins, reference_bytes):
+    drive, _ = stand_ins
+    drive.truncate_at[drive.five] = len(reference_bytes) // 2
+    result = runner.invoke(app, ["fetch-weights", "official:five-task", "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "cut short" in flat(result.output) and "Nothing was kept" in flat(result.output)
+    assert leftovers() == []
+    assert sum("confirm=t" in path for path in drive.requests) == 3  # gdown resumed twice, then gave up
+
+
+def test_no_network(stand_ins, monkeypatch):
+    monkeypatch.setenv(official.DRIVE_ENDPOINT_ENV, closed_port_endpoint())
+    result = runner.invoke(app, ["fetch-weights", "official:five-task", "--quiet"])
+    assert result.exit_code == 2
+    assert "cannot reach Google Drive" in flat(result.output) and "--import-official FILE" in flat(result.output)
+    assert leftovers() == []
+
+
+def test_clip_unavailable_stops_before_the_download(stand_ins, monkeypatch, tmp_path):
+    drive, _ = stand_ins
+    point_client_at(monkeypatch, closed_port_endpoint(), tmp_path / "hf-empty")
+    result = runner.invoke(app, ["fetch-weights", "official:five-task", "--quiet"])
+    assert result.exit_code == 2
+    text = flat(result.output)
+    assert "CLIP ViT-B/32 (OpenAI) is needed" in text and "dfpir fetch-weights --clip" in text
+    assert not any("confirm=t" in path or "download" in path for path in drive.requests)
+    assert leftovers() == []
+
+
+def test_empty_checkpoint_is_refused(stand_ins):
+    drive, _ = stand_ins
+    buffer = io.BytesIO()
+    torch.save({}, buffer)
+    drive.files[drive.five] = ("DFPIR-5D.pth.tar", buffer.getvalue())
+    result = runner.invoke(app, ["fetch-weights", "official:five-task", "--quiet"])
+    assert result.exit_code == 2
+    text = flat(result.output)
+    assert "DFPIR-5D.pth.tar from the authors' folder cannot be used" in text and "empty checkpoint ({})" in text
+    assert leftovers() == []
+
+
+@pytest.mark.parametrize(("names", "expected"), [
+    (["DFPIR_5D.pth.tar", "DFPIR_3D_detail.pth.tar", "DFPIR_3D_simple.pth.tar"],
+     {"five-task": "DFPIR_5D.pth.tar", "three-task": "DFPIR_3D_detail.pth.tar",
+      "three-task-simple": "DFPIR_3D_simple.pth.tar"}),
+    (["five/model.pth", "three detailed prompts/model.pth", "three simple prompts/model.pth", "notes.md"],
+     {"five-task": "five/model.pth", "three-task": "three detailed prompts/model.pth",
+      "three-task-simple": "three simple prompts/model.pth"}),
+])
+def test_files_are_picked_by_name(names, expected):
+    files = [DriveFile(f"id{index}", name) for index, name in enumerate(names)]
+    assert {name: pick_file(model, files).path for name, model in OFFICIAL.items()} == expected
+
+
+def test_ambiguous_folder_is_refused_with_its_listing():
+    files = [DriveFile("a", "DFPIR-5D-epoch80.pth.tar"), DriveFile("b", "DFPIR-5D-epoch85.pth.tar")]
+    with pytest.raises(DriveError, match="2 files in the authors' folder") as error:
+        pick_file(OFFICIAL["five-task"], files)
+    assert "DFPIR-5D-epoch85.pth.tar" in str(error.value) and "--import-official" in str(error.value)
+    with pytest.raises(DriveError, match="no file"):
+        pick_file(OFFICIAL["three-task"], files)
