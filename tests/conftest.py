@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,12 @@ import torch
 from dfpir_cli.checkpoint import PromptBank, save_checkpoint
 from dfpir_cli.model import DFPIR, DFPIRConfig
 from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, random_codes
+
+# dfpir's cache and datasets folder: an empty temporary folder, never the user's (tests that need a set put it there).
+_HOME = Path(tempfile.mkdtemp(prefix="dfpir-tests-"))
+os.environ["DFPIR_CACHE"] = str(_HOME / "cache")
+os.environ["DFPIR_DATA"] = str(_HOME / "data")
+atexit.register(shutil.rmtree, _HOME, True)
 
 # The networks in tests are tiny: one thread is faster than two fighting over a busy 2-core machine.
 torch.set_num_threads(1)

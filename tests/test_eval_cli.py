@@ -162,13 +162,14 @@ def test_bad_files_are_reported_and_the_run_goes_on(identity_checkpoint: Path, t
     assert "corrupt" in rows["rain-3.png"]["error"] or "cannot" in rows["rain-3.png"]["error"]
 
 
-def test_layout_mismatch_and_usage_errors_exit_2(identity_checkpoint: Path, tmp_path: Path) -> None:
+def test_layout_mismatch_and_usage_errors_exit_2(identity_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DFPIR_DATA", str(tmp_path / "empty-data"))
     save_rgb(tmp_path / "photos" / "x.png", photo(0, 16, 16))
     cases = [
         (["-d", "SOTS", "--root", str(tmp_path / "photos")], "expected input/NNNN_a_b.png"),
         (["-d", "GoPro", "--root", str(tmp_path / "nowhere")], "does not exist"),
         (["-d", "paired", "--input-dir", str(tmp_path / "photos")], "needs --input-dir, --target-dir"),
-        (["-d", "SOTS"], "needs --root"),
+        (["-d", "SOTS"], "SOTS is not in the datasets folder"),
         ([], "say what to evaluate"),
         (["--tasks", "4", "--root", str(tmp_path)], "3 or 5"),
         (["-d", "synthetic", "-g", "snow"], "unknown degradation 'snow'"),
@@ -281,3 +282,42 @@ def test_precision_is_applied_and_reported(identity_checkpoint: Path, tmp_path: 
     assert abs(reports["bf16"]["average"]["psnr"] - reports["fp32"]["average"]["psnr"]) < 0.05
     result = runner.invoke(app, [*base, "--precision", "fp8"])
     assert result.exit_code == 2 and "choose one of auto" in result.output
+
+
+def test_datasets_folder_is_used_without_root(identity_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    data = tmp_path / "data"
+    monkeypatch.setenv("DFPIR_DATA", str(data))
+    save_rgb(data / "rain100l" / "input" / "rain-1.png", photo(7, 32, 32))  # folder names are not case-sensitive
+    save_rgb(data / "rain100l" / "target" / "norain-1.png", photo(8, 32, 32))
+    result = runner.invoke(app, ["eval", "--dataset", "Rain100L", "-w", str(identity_checkpoint), "--device", "cpu",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.stdout)["sets"]
+    assert entry["label"] == "Rain100L" and entry["images"] == 1
+
+    missing = runner.invoke(app, ["eval", "--dataset", "lol", "-w", str(identity_checkpoint), "--device", "cpu"])
+    text = " ".join(missing.output.split())
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+    assert f"LOL is not in the datasets folder {data} ($DFPIR_DATA)" in text
+    assert "https://daooshee.github.io/BMVC2018website/" in text
+    assert f"files go to {data / 'LOL' / 'eval15' / 'low' / '1.png'}" in text and "or pass --root" in text
+
+
+def test_suite_from_the_datasets_folder_names_what_is_missing(identity_checkpoint: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    data = tmp_path / "data"
+    monkeypatch.setenv("DFPIR_DATA", str(data))
+    make_sots(data / "SOTS")
+    save_rgb(data / "Rain100L" / "input" / "rain-1.png", photo(7, 32, 32))
+    save_rgb(data / "Rain100L" / "target" / "norain-1.png", photo(8, 32, 32))
+    five = runner.invoke(app, ["eval", "--tasks", "5", "-w", str(identity_checkpoint), "--device", "cpu"])
+    text = " ".join(five.output.split())
+    assert five.exit_code == 2, five.output
+    assert "Found: SOTS, Rain100L. Missing: CBSD68, GoPro, LOL." in text
+    assert f"files go to {data / 'GoPro' / 'test'}" in text and "https://seungjunnah.github.io/Datasets/gopro" in text
+    assert "SOTS: download" not in text  # only the missing sets are explained
+
+    save_rgb(data / "CBSD68" / "a.png", photo(9, 32, 32))
+    three = runner.invoke(app, ["eval", "--tasks", "3", "-w", str(identity_checkpoint), "--device", "cpu", "--json"])
+    assert three.exit_code == 0, three.output
+    assert [s["label"] for s in json.loads(three.stdout)["sets"]][:2] == ["SOTS", "Rain100L"]

@@ -151,3 +151,30 @@ def test_init_weights_fine_tunes_a_checkpoint_with_its_own_codes(tmp_path: Path,
     missing = runner.invoke(app, ["train", "--degradations", "rain", "--init-weights", str(tmp_path / "nothing"),
                                   *common, "--steps", "1", "-o", str(tmp_path / "z")])
     assert missing.exit_code == 2 and "no such file or folder" in missing.output
+
+
+def test_train_finds_the_paper_sets_in_the_datasets_folder(tmp_path: Path, monkeypatch) -> None:
+    data = tmp_path / "data"
+    monkeypatch.setenv("DFPIR_DATA", str(data))
+    for i in range(3):
+        write_image(data / "train" / "denoise" / f"{i:04d}.png", seed=i)
+        write_image(data / "train" / "Rain100L" / "rainy" / f"rain-{i + 1}.png", seed=i + 10)
+        write_image(data / "train" / "Rain100L" / "gt" / f"norain-{i + 1}.png", seed=i)
+    base = ["train", *MICRO_ARGS, "--steps", "1", "--finetune-steps", "0", "--patch-size", "32"]
+    five = runner.invoke(app, [*base, "--tasks", "5", "-o", str(tmp_path / "five")])
+    text = " ".join(five.output.split())
+    assert five.exit_code == 2, five.output
+    assert f"looked for the paper's training sets in {data / 'train'}" in text
+    assert f"Found: noise ({data / 'train' / 'denoise'}), rain ({data / 'train' / 'Rain100L'})." in text
+    assert "Missing: haze, blur, lowlight." in text and "RESIDE OTS" in text and "our485" in text
+    assert f"files go to {data / 'train' / 'dehaze' / 'synthetic'}" in text
+    assert not (tmp_path / "five").exists()
+
+    for i in range(3):
+        write_image(data / "train" / "dehaze" / "synthetic" / f"{i:04d}_0.8_0.1.png", seed=i + 20)
+        write_image(data / "train" / "dehaze" / "original" / f"{i:04d}.png", seed=i)
+    three = runner.invoke(app, [*base, "--tasks", "3", "-o", str(tmp_path / "three")])
+    assert three.exit_code == 0, three.output
+    assert "No data option given: the paper's training sets from" in " ".join(three.output.split())
+    assert load_checkpoint(tmp_path / "three" / "final").prompts.names == ("noise15", "noise25", "noise50", "rain",
+                                                                           "haze")

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..checkpoint import Checkpoint, PromptBank
+from ..data_folder import dataset_folder, suite_root
 from ..datasets import (
     DATASET_NAMES,
     DEFAULT_SIGMAS,
@@ -61,6 +62,9 @@ EVAL_HELP = "\n\n".join((
     "hazy/ + gt/, or same-name IN/ + GT/), Rain100L (input/rain-N.png + target/norain-N.png, or same names), "
     "CBSD68 and Urban100 (a folder of clean images; noise added per --sigma with numpy seed 0, as the paper), "
     "GoPro (blur/ + sharp/, at the root or per scene folder), LOL (low/ + high/, also in eval15/).",
+    "[bold]Without --root[/], --dataset NAME and --tasks look in the datasets folder: $DFPIR_DATA, else "
+    "~/.cache/dfpir/data, one sub-folder per dataset (SOTS/, Rain100L/, CBSD68/, Urban100/, GoPro/, LOL/); a "
+    "missing set is reported with where to download it and where its files go.",
     f"[bold]--tasks 3|5[/] runs the paper's whole suite from one --root holding the sub-folders {_SUITE_HELP}. "
     "3 tasks: SOTS, Rain100L, CBSD68 sigma 15/25/50; 5 tasks: SOTS, Rain100L, CBSD68 sigma 25, GoPro, LOL.",
     "[bold]--dataset paired[/] --input-dir A --target-dir B --degradation NAME pairs files by name and "
@@ -100,9 +104,7 @@ def _test_sets(dataset: str | None, root: Path | None, tasks: int | None, input_
     if tasks is not None:
         if dataset is not None:
             raise InputError("give either --tasks (the paper's whole suite) or --dataset, not both")
-        if root is None:
-            raise InputError("--tasks needs --root: the folder that holds the suite's datasets")
-        return find_suite(root, tasks)
+        return find_suite(root if root is not None else suite_root(tasks), tasks)
     if dataset is None:
         raise InputError(f"say what to evaluate: --dataset ({', '.join(DATASET_NAMES)}) or --tasks 3|5")
     name = dataset.lower()
@@ -115,9 +117,7 @@ def _test_sets(dataset: str | None, root: Path | None, tasks: int | None, input_
             raise InputError("--dataset paired needs --input-dir, --target-dir and one --degradation "
                              "(the prompt that restores the inputs)")
         return [find_paired(input_dir, target_dir, resolve_degradation(degradations[0]))]
-    if root is None:
-        raise InputError(f"--dataset {dataset} needs --root: the dataset's folder")
-    sets = find_dataset(dataset, root, sigmas or DEFAULT_SIGMAS)
+    sets = find_dataset(dataset, root if root is not None else dataset_folder(dataset), sigmas or DEFAULT_SIGMAS)
     if degradations:
         if len(degradations) != 1:
             raise InputError("give one --degradation to override the dataset's prompt")
@@ -181,10 +181,12 @@ def eval_command(
         "--dataset", "-d", help=f"What to evaluate: {', '.join(DATASET_NAMES)} (case-insensitive).",
         show_default=False)] = None,
     root: Annotated[Path | None, typer.Option(
-        "--root", help="The dataset's folder (with --tasks: the folder holding each dataset in a sub-folder).",
+        "--root", help="The dataset's folder (with --tasks: the folder holding each dataset in a sub-folder). "
+                       "Default: the datasets folder ($DFPIR_DATA, else ~/.cache/dfpir/data).",
         show_default=False)] = None,
     tasks: Annotated[int | None, typer.Option(
-        "--tasks", help="3 or 5: run the paper's 3- or 5-task suite from --root and compare with its Table 1 or 2.",
+        "--tasks", help="3 or 5: run the paper's 3- or 5-task suite from --root (or the datasets folder) and "
+                       "compare with its Table 1 or 2.",
         show_default=False)] = None,
     weights: WeightsOpt = None,
     preset: Annotated[str | None, typer.Option(

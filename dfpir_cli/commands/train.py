@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ..checkpoint import Checkpoint, PromptBank
+from ..data_folder import require_training_folders
 from ..errors import ClipUnavailableError, InputError
 from ..model import PRESETS, DFPIRConfig
 from ..prompts import DEGRADATIONS, TASK_SETS, ClipTextEncoder, random_codes, resolve_degradation
@@ -268,7 +269,9 @@ def train(
         "--data-root", help="One sub-folder per task: denoise/ (clean images; noise is added on the fly), derain/ "
                             "(Rain100L: rainy/rain-N.png + gt/norain-N.png), dehaze/ (RESIDE OTS: synthetic/ID_a_b.jpg "
                             "+ original/ID.jpg), deblur/ (GoPro: blur/ + sharp/), lowlight/ (LOL: low/ + high/). "
-                            "input/ + target/ also pair.")] = None,
+                            "input/ + target/ also pair. With no data option at all, the train/ folder of the "
+                            "datasets folder ($DFPIR_DATA, else ~/.cache/dfpir/data) is used, and missing sets are "
+                            "named with where to download them.")] = None,
     noise_dir: Annotated[Path | None, typer.Option("--noise-dir", help="Clean images for denoising.")] = None,
     rain_dir: Annotated[Path | None, typer.Option("--rain-dir", help="Rain100L-style folder.")] = None,
     haze_dir: Annotated[Path | None, typer.Option("--haze-dir", help="RESIDE OTS-style folder.")] = None,
@@ -375,6 +378,13 @@ def train(
                             prompt_encoder=encoder, init_weights=init_weights, loss=loss)
             folders = {"noise": noise_dir, "rain": rain_dir, "haze": haze_dir, "blur": blur_dir,
                        "lowlight": lowlight_dir}
+            if data_root is None and clean_dir is None and not any(folders.values()):
+                found = require_training_folders(names)  # the datasets folder's train/, or what is missing there
+                data_root = found.root
+                if not quiet:
+                    console.print(f"No data option given: the paper's training sets from {data_root}: "
+                                  + ", ".join(f"{family} ({path.name}/)" for family, path in found.found.items()),
+                                  highlight=False, soft_wrap=True)
             largest_patch = max(phase.patch_size for phase in phases
                                 if phase.steps or (phase.steps is None and phase.epochs))
             with _scan_status(not quiet and is_interactive()) as progress:
