@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .datasets import DATASET_NAMES, SUITE_FOLDERS, SUITES
+from .datasets import DATASET_NAMES, SUITE_FOLDERS, SUITES, _child
 from .errors import DatasetError
 from .locations import data_dir, data_dir_origin
 from .prompts import DEGRADATIONS
@@ -67,13 +67,6 @@ TRAIN_SETS: dict[str, SetInfo] = {info.name: info for info in (
 
 def _where() -> str:
     return f"the datasets folder {data_dir()} ({data_dir_origin()})"
-
-
-def _child(folder: Path, names: Sequence[str]) -> Path | None:
-    if not folder.is_dir():
-        return None
-    children = {child.name.lower(): child for child in sorted(folder.iterdir()) if child.is_dir()}
-    return next((children[name.lower()] for name in names if name.lower() in children), None)
 
 
 def _instructions(infos: Sequence[SetInfo]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import os
 import shutil
@@ -103,3 +104,37 @@ def make_checkpoint(directory: Path, config: DFPIRConfig = MICRO, seed: int = 0)
 def micro_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny, fast checkpoint folder (random weights, random prompt codes) for end-to-end tests."""
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "micro")
+
+
+def reference_checkpoint_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    """The fixture's ``model.*`` weights saved the way the reference training saves them (a .pth.tar)."""
+    state = {f"module.{key.removeprefix('model.')}": value for key, value in tensors.items() if key.startswith("model.")}
+    buffer = io.BytesIO()
+    torch.save({"epoch": 80, "state_dict": state}, buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def random_clip():
+    """A randomly initialised open_clip ViT-B-32 text tower (the OpenAI weights need the network)."""
+    import open_clip
+
+    from dfpir_cli.prompts import ClipTextEncoder
+
+    torch.manual_seed(0)
+    return ClipTextEncoder(open_clip.create_model("ViT-B-32", pretrained=None))
+
+
+@pytest.fixture
+def clip_loads(monkeypatch, random_clip) -> list:
+    """ClipTextEncoder.load returns the random encoder; the list records the weights each call asked for."""
+    from dfpir_cli.prompts import ClipTextEncoder
+
+    calls: list = []
+
+    def load(weights=None, device="cpu"):
+        calls.append(weights)
+        return random_clip
+
+    monkeypatch.setattr(ClipTextEncoder, "load", staticmethod(load))
+    return calls

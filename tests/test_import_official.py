@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import reference_checkpoint_bytes
 from hub_server import closed_port_endpoint, point_client_at
 from typer.testing import CliRunner
 
 from dfpir_cli.checkpoint import load_checkpoint
 from dfpir_cli.cli import app
-from dfpir_cli.prompts import FIVE_TASK, THREE_TASK, ClipTextEncoder, vocabulary
+from dfpir_cli.prompts import FIVE_TASK, THREE_TASK, vocabulary
 
 runner = CliRunner()
 
@@ -22,34 +23,11 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-@pytest.fixture(scope="module")
-def random_clip() -> ClipTextEncoder:
-    import open_clip
-
-    torch.manual_seed(0)
-    return ClipTextEncoder(open_clip.create_model("ViT-B-32", pretrained=None))
-
-
-@pytest.fixture
-def clip_loads(monkeypatch, random_clip) -> list:
-    """ClipTextEncoder.load returns the random encoder; the list records the weights each call asked for."""
-    calls = []
-
-    def load(weights=None, device="cpu"):
-        calls.append(weights)
-        return random_clip
-
-    monkeypatch.setattr(ClipTextEncoder, "load", staticmethod(load))
-    return calls
-
-
 @pytest.fixture
 def reference_file(tmp_path, reference_tiny):
     """The fixture's weights saved the way the reference training saves them."""
-    _, tensors = reference_tiny
-    state = {f"module.{key.removeprefix('model.')}": value for key, value in tensors.items() if key.startswith("model.")}
     path = tmp_path / "DFPIR-5d.pth.tar"
-    torch.save({"epoch": 80, "state_dict": state}, path)
+    path.write_bytes(reference_checkpoint_bytes(reference_tiny[1]))
     return path
 
 

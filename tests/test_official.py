@@ -14,6 +14,7 @@ import time
 
 import pytest
 import torch
+from conftest import reference_checkpoint_bytes
 from drive_server import FakeDrive
 from hub_server import FakeHub, closed_port_endpoint, point_client_at
 from PIL import Image
@@ -25,7 +26,7 @@ from dfpir_cli.checkpoint import load_checkpoint
 from dfpir_cli.cli import app
 from dfpir_cli.errors import CheckpointError
 from dfpir_cli.official import OFFICIAL, DriveError, DriveFile, pick_file
-from dfpir_cli.prompts import CLIP_HF_REPO, FIVE_TASK, THREE_TASK, ClipTextEncoder, vocabulary
+from dfpir_cli.prompts import CLIP_HF_REPO, FIVE_TASK, THREE_TASK, vocabulary
 from dfpir_cli.weights import resolve_weights
 
 runner = CliRunner()
@@ -36,33 +37,8 @@ def flat(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def random_clip() -> ClipTextEncoder:
-    import open_clip
-
-    torch.manual_seed(0)
-    return ClipTextEncoder(open_clip.create_model("ViT-B-32", pretrained=None))
-
-
-@pytest.fixture(scope="module")
 def reference_bytes(reference_tiny) -> bytes:
-    """The fixture's weights saved the way the reference training saves them."""
-    _, tensors = reference_tiny
-    state = {f"module.{key.removeprefix('model.')}": value for key, value in tensors.items() if key.startswith("model.")}
-    buffer = io.BytesIO()
-    torch.save({"epoch": 80, "state_dict": state}, buffer)
-    return buffer.getvalue()
-
-
-@pytest.fixture
-def clip_loads(monkeypatch, random_clip) -> list:
-    calls = []
-
-    def load(weights=None, device="cpu"):
-        calls.append(weights)
-        return random_clip
-
-    monkeypatch.setattr(ClipTextEncoder, "load", staticmethod(load))
-    return calls
+    return reference_checkpoint_bytes(reference_tiny[1])
 
 
 @pytest.fixture
