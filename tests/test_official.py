@@ -107,6 +107,9 @@ def test_fetch_converts_records_provenance_and_works_offline(stand_ins, referenc
     table = runner.invoke(app, ["fetch-weights", "--list"])
     assert "dfpir fetch-weights official:three-task-simple" in flat(table.output)
 
+    described = runner.invoke(app, ["info", "official:five-task"])
+    assert described.exit_code == 0 and provenance["sha256"][:20] in described.output  # the table may wrap it
+
     again = runner.invoke(app, ["fetch-weights", "official:five-task"])
     assert again.exit_code == 0 and "already in the cache" in flat(again.output)
 

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ..checkpoint import load_checkpoint
 from ..model import DFPIR, PRESETS
+from ..official import is_official_spec, load_official
 from ..prompts import DEGRADATIONS
 from .common import console, handle_errors
 
@@ -18,12 +19,13 @@ def count_parameters(model: DFPIR) -> int:
 
 
 def info(
-    weights: Annotated[str | None, typer.Argument(help="A checkpoint folder to describe (optional).")] = None,
+    weights: Annotated[str | None, typer.Argument(help="A checkpoint folder, or official:NAME once fetched, to describe "
+                                                              "(optional).")] = None,
 ) -> None:
     """Show the network presets, the degradation names and aliases, and a checkpoint's contents."""
     with handle_errors():
         if weights is not None:
-            checkpoint = load_checkpoint(weights)
+            checkpoint = load_official(weights) if is_official_spec(weights) else load_checkpoint(weights)
             table = Table(title=f"checkpoint {weights}")
             table.add_column("field")
             table.add_column("value")
@@ -35,6 +37,8 @@ def info(
             for key, value in checkpoint.metadata.items():
                 if isinstance(value, (str, int, float)):
                     table.add_row(key, str(value))
+            for key, value in (checkpoint.metadata.get("provenance") or {}).items():
+                table.add_row(f"provenance: {key}", str(value))
             console.print(table)
             return
         presets = Table(title="network presets (--preset)")
