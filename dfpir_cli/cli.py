@@ -47,3 +47,7 @@ app.command("push-weights")(push_weights.push_weights)
 app.command("restore")(restore_command.restore)
 app.command("eval")(eval_command)
 app.command("train")(train_command.train)
+
+
+if __name__ == "__main__":  # python -m dfpir_cli.cli
+    app()
