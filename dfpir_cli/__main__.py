@@ -2,4 +2,5 @@
 
 from .cli import app
 
-app()
+if __name__ == "__main__":  # not when a spawned worker re-imports this module as __mp_main__
+    app()

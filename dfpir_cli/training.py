@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
 import os
 import random
 import shutil
@@ -446,6 +447,16 @@ def _atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
         raise
 
 
+def _remove_partial_writes(output: Path) -> None:
+    """Delete the temporary files and folders of saves that a killed run left half-written."""
+    for folder in (output, output / "checkpoints"):
+        for leftover in folder.glob(".*.tmp"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
 def _rng_state() -> dict[str, Any]:
     version, mt_state, gauss = random.getstate()
     numpy_state = np.random.get_state(legacy=True)
@@ -593,6 +604,20 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+def loader_processes(workers: int) -> dict[str, Any]:
+    """DataLoader options for ``workers`` data-loading processes that start clean.
+
+    Workers are spawned, never forked: a forked child inherits the parent's thread pools (OpenMP, OpenBLAS,
+    OpenCV) with whatever locks their threads held at the fork, and hangs on the first call into them.
+    OpenCV 5 made that certain (its pool waits forever in ``cv2.setNumThreads``); spawning fixes it for every
+    library at once, for a start-up cost of about a second per worker per training phase.
+    """
+    if workers == 0:
+        return {"num_workers": 0}
+    return {"num_workers": workers, "multiprocessing_context": multiprocessing.get_context("spawn"),
+            "worker_init_fn": _worker_init}
+
+
 def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts: Callable[[], PromptBank],
           *, device: torch.device | str = "cpu", distributed: Distributed | None = None,
           monitor: TrainMonitor | None = None, initial_weights: dict[str, torch.Tensor] | None = None) -> TrainResult:
@@ -629,6 +654,8 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
             raise TrainingError(f"cannot resume {output}: this command describes a different training run than the "
                                 f"one saved there:\n  {shown}\nRun the same command as before (plus --resume), or "
                                 "choose another --output for a new run.")
+        if distributed.is_main:
+            _remove_partial_writes(output)
         saved = load_checkpoint(output / state["weights"])
         if state["finished"]:
             if not (output / "final").is_dir():  # killed between the last two saves
@@ -733,9 +760,8 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
                                    recipe.flips)
             sampler = GlobalBatchSampler(len(dataset), plan.batch_size, distributed.rank, distributed.world_size,
                                          recipe.seed, plan.index, step - plan.first_step, plan.steps)
-            loader = DataLoader(dataset, batch_sampler=sampler, num_workers=options.workers,
-                                pin_memory=device.type == "cuda", worker_init_fn=_worker_init,
-                                persistent_workers=False)
+            loader = DataLoader(dataset, batch_sampler=sampler, pin_memory=device.type == "cuda",
+                                **loader_processes(options.workers))
             window_loss, window_steps, window_count, window_start = 0.0, 0, 0, time.perf_counter()
             for degraded, clean, tasks, bad in loader:
                 lr = learning_rate(step, plans, recipe.min_lr, recipe.warmup_steps)

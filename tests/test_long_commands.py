@@ -1,0 +1,115 @@
+"""Every command that can run long, run as users run it: the real CLI in a subprocess, with a deadline.
+
+These are the tests that catch a hang (for example data-loading workers forked with a half-initialised
+thread pool, which made `dfpir train` wait forever with OpenCV 5) instead of letting CI wait forever.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from cli_process import DFPIR, TORCHRUN, kill_group, run, start
+from test_train_data import write_image
+
+from dfpir_cli.checkpoint import load_checkpoint
+
+DEADLINE = 240  # seconds; each command finishes in well under a minute when nothing hangs
+
+# Photo-sized images and the default 256 px validation crops: the parent process's validation uses OpenCV's
+# thread pool before the workers start, which is what made forked workers hang (with --val-size 64 it did not).
+TRAIN = ["train", "--tasks", "5", "--preset", "tiny", "--text-dim", "16", "--prompt-encoder", "random",
+         "--device", "cpu", "--patch-size", "48", "--batch-size", "2", "--precision", "fp32",
+         "--finetune-steps", "1", "--finetune-patch-size", "48", "--finetune-batch-size", "2",
+         "--val-per-task", "1"]  # two phases: the data-loading workers start twice
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(4):
+        write_image(folder / f"photo{i}.png", height=321, width=481, seed=i)
+    return folder
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(checkpoint).model.state_dict()
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    expected, actual = weights(a), weights(b)
+    assert expected.keys() == actual.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, actual[name]), name
+
+
+def test_train_with_the_default_workers_then_resume_with_two(tmp_path: Path, photos: Path) -> None:
+    output = tmp_path / "run"
+    first = run([*DFPIR, *TRAIN, "--clean-dir", photos, "--steps", "3", "--save-every", "3", "-o", output],
+                tmp_path, DEADLINE)  # no --workers: the default, data-loading processes on any multi-core machine
+    assert "final:" in first.stdout and (output / "final" / "model.safetensors").is_file()
+    # More steps on the finished run: a new run in another folder, resumed from its own checkpoint.
+    longer = tmp_path / "longer"
+    command = [*DFPIR, *TRAIN, "--clean-dir", photos, "--steps", "5", "--save-every", "2", "--workers", "2",
+               "-o", longer]
+    stopped = start(command, tmp_path)
+    deadline = time.monotonic() + DEADLINE
+    while not (longer / "resume.pt").is_file():  # written after the step's checkpoint folder: a complete save
+        assert stopped.poll() is None, stopped.communicate()
+        assert time.monotonic() < deadline, "HANG: no step checkpoint within the deadline"
+        time.sleep(0.2)
+    kill_group(stopped)
+    stopped.wait()
+    resumed = run([*command, "--resume"], tmp_path, DEADLINE)
+    assert "resuming at step" in resumed.stdout and "final:" in resumed.stdout
+    assert load_checkpoint(longer / "final").metadata["steps"] == 6
+
+
+def test_torchrun_two_processes_train_with_default_workers(tmp_path: Path, photos: Path) -> None:
+    result = run([*TORCHRUN, "--nproc_per_node", "2", "-m", "dfpir_cli", *TRAIN, "--clean-dir", photos,
+                  "--steps", "2", "--batch-size", "2", "-o", tmp_path / "run"], tmp_path, DEADLINE)
+    assert "2 processes" in result.stdout and result.stdout.count("final:") == 1
+    assert load_checkpoint(tmp_path / "run" / "final").metadata["world_size"] == 2
+
+
+def test_a_killed_train_resumes_to_the_uninterrupted_result(tmp_path: Path, photos: Path) -> None:
+    """SIGKILL (no handler runs, no state saved on the way out) while checkpoints are being written, twice."""
+    common = [*DFPIR, *TRAIN, "--clean-dir", photos, "--steps", "9", "--save-every", "1", "--keep-last", "2",
+              "--val-every", "4", "--workers", "0", "--seed", "5"]
+    run([*common, "-o", tmp_path / "straight"], tmp_path, DEADLINE)
+
+    broken = tmp_path / "broken"
+    for kill_after, resume in ((3, False), (6, True)):
+        process = start([*common, "-o", broken, *(["--resume"] if resume else [])], tmp_path)
+        deadline = time.monotonic() + DEADLINE
+        while not any(int(path.name.split("-")[1]) >= kill_after for path in (broken / "checkpoints").glob("step-*")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "HANG: no step checkpoint within the deadline"
+            time.sleep(0.05)
+        kill_group(process)  # SIGKILL, every step writes a checkpoint: most likely mid-write
+        process.wait()
+    finished = run([*common, "-o", broken, "--resume"], tmp_path, DEADLINE)
+    assert "resuming at step" in finished.stdout
+    assert_same_weights(tmp_path / "straight" / "final", broken / "final")
+    assert (broken / "val.csv").read_text() == (tmp_path / "straight" / "val.csv").read_text()
+    leftovers = [p.name for p in broken.rglob("*") if p.name.startswith(".") or p.name.endswith((".tmp", ".part"))]
+    assert not leftovers
+
+
+def test_restore_a_folder(tmp_path: Path, photos: Path, micro_checkpoint: Path) -> None:
+    result = run([*DFPIR, "restore", photos, "-d", "rainy", "-w", micro_checkpoint, "-o", tmp_path / "out",
+                  "--device", "cpu", "--tile", "128", "--json"], tmp_path, DEADLINE)
+    summary = json.loads(result.stdout)
+    assert summary["processed"] == 4 and summary["failed"] == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"photo{i}.png" for i in range(4)]
+
+
+def test_eval_on_the_synthetic_benchmark(tmp_path: Path, micro_checkpoint: Path) -> None:
+    result = run([*DFPIR, "eval", "--dataset", "synthetic", "--size", "48", "--degradation", "noise25",
+                  "--degradation", "haze", "-w", micro_checkpoint, "--device", "cpu", "--json"],
+                 tmp_path, DEADLINE)
+    scores = json.loads(result.stdout)
+    assert [s["degradation"] for s in scores["sets"]] == ["noise25", "haze"], result.stderr
