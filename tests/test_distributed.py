@@ -18,6 +18,9 @@ from dfpir_cli.checkpoint import load_checkpoint
 from dfpir_cli.cli import app
 from dfpir_cli.training import Trainer
 
+# Guarded: data-loading workers are spawned, and a spawned process imports the main script again.
+LAUNCHER = "from dfpir_cli.cli import app\n\nif __name__ == '__main__':\n    app(prog_name='dfpir')\n"
+
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
@@ -33,7 +36,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
     for i in range(5):
         write_image(photos / f"photo{i}.png", height=48, width=56, seed=i)
     launcher = tmp_path / "dfpir_launcher.py"
-    launcher.write_text("from dfpir_cli.cli import app\n\nif __name__ == '__main__':  # spawned workers import it too\n    app(prog_name='dfpir')\n")
+    launcher.write_text(LAUNCHER)
     common = ["train", "--degradations", "noise50,haze", "--clean-dir", str(photos), "--preset", "tiny",
               "--text-dim", "16", "--prompt-encoder", "random", "--device", "cpu", "--steps", "4", "--patch-size", "32",
               "--finetune-steps", "2", "--finetune-patch-size", "40", "--lr", "2e-3", "--val-every", "2",
@@ -75,7 +78,7 @@ def test_two_process_restore_gives_the_single_process_outputs_once(tmp_path: Pat
         write_image(photos / f"photo{i}.png", height=40 + 8 * i, width=48, seed=i)
     (photos / "broken.png").write_bytes(b"not an image")
     launcher = tmp_path / "dfpir_launcher.py"
-    launcher.write_text("from dfpir_cli.cli import app\n\nif __name__ == '__main__':  # spawned workers import it too\n    app(prog_name='dfpir')\n")
+    launcher.write_text(LAUNCHER)
     common = ["restore", str(photos), "-d", "hazy", "-w", str(micro_checkpoint), "--device", "cpu", "--json"]
 
     def restore(command: list[str], output: Path) -> dict:
@@ -120,7 +123,7 @@ def test_two_process_eval_gathers_the_single_process_results(tmp_path: Path, mic
     for i in range(5):
         write_image(clean / f"img{i}.png", height=32, width=48, seed=i)
     launcher = tmp_path / "dfpir_launcher.py"
-    launcher.write_text("from dfpir_cli.cli import app\n\nif __name__ == '__main__':  # spawned workers import it too\n    app(prog_name='dfpir')\n")
+    launcher.write_text(LAUNCHER)
     common = ["eval", "-d", "cbsd68", "--root", str(clean), "--sigma", "25", "-w", str(micro_checkpoint), "--device",
               "cpu", "--precision", "fp32", "--json", "--csv"]
 
