@@ -362,13 +362,15 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, pairs: list[Pair], degradations: Sequence[str], patch_size: int, seed: int, phase: int,
-                 flips: bool = True) -> None:
+                 flips: bool = True, synthesis: str = "classic", identity: float = 0.0) -> None:
         self.pairs = pairs
         self.task_index = {name: index for index, name in enumerate(degradations)}
         self.patch_size = patch_size
         self.seed = seed
         self.phase = phase
         self.flips = flips
+        self.synthesis = synthesis
+        self.identity = identity
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -394,8 +396,10 @@ class PatchDataset(Dataset):
         top = int(rng.integers(0, clean.shape[0] - size + 1))
         left = int(rng.integers(0, clean.shape[1] - size + 1))
         clean = clean[top:top + size, left:left + size]
-        if degraded is None:
-            degraded = synthesize(clean, pair.degradation, rng)
+        if self.identity and rng.random() < self.identity:
+            degraded = clean  # a clean patch under this prompt: the network learns to leave it alone
+        elif degraded is None:
+            degraded = synthesize(clean, pair.degradation, rng, self.synthesis)
         else:
             degraded = pad_to(degraded, size)[top:top + size, left:left + size]
         if self.flips:
@@ -452,8 +456,8 @@ def steps_for_epochs(epochs: float, length: int, global_batch: int) -> int:
     return max(1, math.ceil(epochs * length / global_batch))
 
 
-def validation_images(pairs: list[Pair], degradations: Sequence[str], size: int,
-                      seed: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+def validation_images(pairs: list[Pair], degradations: Sequence[str], size: int, seed: int,
+                      synthesis: str = "classic") -> list[tuple[int, torch.Tensor, torch.Tensor]]:
     """Held-out pairs as ``(task, degraded, clean)`` CHW tensors: centre crops of at most ``size``.
 
     Crops are multiples of 8 (the network's size rule); synthetic degradations use a fixed seed per
@@ -473,7 +477,7 @@ def validation_images(pairs: list[Pair], degradations: Sequence[str], size: int,
         top, left = (clean.shape[0] - height) // 2, (clean.shape[1] - width) // 2
         clean = clean[top:top + height, left:left + width]
         if degraded is None:
-            degraded = synthesize(clean, pair.degradation, np.random.default_rng([seed, 104_729, number]))
+            degraded = synthesize(clean, pair.degradation, np.random.default_rng([seed, 104_729, number]), synthesis)
         else:
             degraded = degraded[top:top + height, left:left + width]
         items.append((task_index[pair.degradation], _to_tensor(degraded), _to_tensor(clean)))

@@ -48,6 +48,7 @@ from .device import pick_device
 from .errors import InputError, TrainingError
 from .model import DFPIR, DFPIRConfig
 from .precision import autocast, check_precision, precision_name, resolve_precision
+from .synthesis import SYNTHESIS_MODELS
 from .train_data import GlobalBatchSampler, PatchDataset, TrainingData, steps_for_epochs, validation_images
 
 STATE_NAME = "resume.pt"
@@ -93,6 +94,8 @@ class Recipe:
     init_weights: str | None = None  # the checkpoint a fine-tune starts from (None: random init), for the record
     loss: str = "l1"  # a key of LOSSES: l1 (the paper's) or mse
     precision: str = "fp32"  # autocast of forward + loss: fp32, bf16 or fp16 (what --precision auto resolved to)
+    synthesis: str = "classic"  # models of synthetic degradations (SYNTHESIS_MODELS); runs before it: classic
+    identity: float = 0.0  # share of patches given clean as input and target: teaches "no degradation, no change"
 
     def __post_init__(self) -> None:
         if not self.degradations:
@@ -109,6 +112,10 @@ class Recipe:
                 raise InputError("steps and epochs cannot be negative")
         if self.loss not in LOSSES:
             raise InputError(f"unknown loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        if self.synthesis not in SYNTHESIS_MODELS:
+            raise InputError(f"unknown synthesis {self.synthesis!r}: choose one of {', '.join(SYNTHESIS_MODELS)}")
+        if not 0.0 <= self.identity < 1.0:
+            raise InputError(f"--identity is a share of the patches, from 0 up to (not including) 1, not {self.identity}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -697,7 +704,7 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
             best_psnr = on_disk
     resumed_from = step if state is not None else None
 
-    val_items = validation_images(data.val, recipe.degradations, options.val_size, recipe.seed)
+    val_items = validation_images(data.val, recipe.degradations, options.val_size, recipe.seed, recipe.synthesis)
     log = None
     if distributed.is_main:
         output.mkdir(parents=True, exist_ok=True)
@@ -757,7 +764,7 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
                 continue
             monitor.phase(plan)
             dataset = PatchDataset(data.train, recipe.degradations, plan.patch_size, recipe.seed, plan.index,
-                                   recipe.flips)
+                                   recipe.flips, synthesis=recipe.synthesis, identity=recipe.identity)
             sampler = GlobalBatchSampler(len(dataset), plan.batch_size, distributed.rank, distributed.world_size,
                                          recipe.seed, plan.index, step - plan.first_step, plan.steps)
             loader = DataLoader(dataset, batch_sampler=sampler, pin_memory=device.type == "cuda",

@@ -8,7 +8,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from dfpir_cli.errors import InputError, UnknownDegradationError
 from dfpir_cli.prompts import DEGRADATIONS
-from dfpir_cli.synthesis import add_gaussian_noise_uint8, motion_kernel, synthesize
+from dfpir_cli.synthesis import SYNTHESIS_MODELS, add_gaussian_noise_uint8, motion_kernel, synthesize
 
 
 def _clean(height: int = 64, width: int = 80) -> np.ndarray:
@@ -19,12 +19,13 @@ def _clean(height: int = 64, width: int = 80) -> np.ndarray:
     return (0.1 + 0.8 * image).astype(np.float32)
 
 
+@pytest.mark.parametrize("model", SYNTHESIS_MODELS)
 @pytest.mark.parametrize("name", list(DEGRADATIONS))
-def test_each_degradation_is_deterministic_well_formed_and_lowers_psnr(name: str) -> None:
+def test_each_degradation_is_deterministic_well_formed_and_lowers_psnr(name: str, model: str) -> None:
     clean = _clean()
-    first = synthesize(clean, name, np.random.default_rng(7))
-    again = synthesize(clean, name, np.random.default_rng(7))
-    other = synthesize(clean, name, np.random.default_rng(8))
+    first = synthesize(clean, name, np.random.default_rng(7), model)
+    again = synthesize(clean, name, np.random.default_rng(7), model)
+    other = synthesize(clean, name, np.random.default_rng(8), model)
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
     assert first.shape == clean.shape and first.dtype == np.float32
@@ -41,6 +42,8 @@ def test_aliases_and_unknown_names() -> None:
         synthesize(clean, "snow", np.random.default_rng(0))
     with pytest.raises(InputError):
         synthesize(clean[..., 0], "rain", np.random.default_rng(0))
+    with pytest.raises(InputError, match="realistic"):
+        synthesize(clean, "rain", np.random.default_rng(0), "photoreal")
 
 
 def test_noise_levels_have_the_named_standard_deviation() -> None:
@@ -99,3 +102,34 @@ def test_uint8_noise_matches_the_reference_protocol() -> None:
     assert np.array_equal(first, add_gaussian_noise_uint8(clean, 15, 0)) and not np.array_equal(first, second)
     with pytest.raises(InputError):
         add_gaussian_noise_uint8(clean.astype(np.float32), 25)
+
+
+def test_realistic_rain_has_rain100l_like_streaks() -> None:
+    """Thin streaks within 15 degrees of vertical covering a few percent of the photo, never darkening it."""
+    clean = np.full((160, 160, 3), 0.3, dtype=np.float32)
+    coverage = []
+    for seed in range(6):
+        rainy = synthesize(clean, "rain", np.random.default_rng(seed), "realistic")
+        assert np.all(rainy >= clean - 1e-6)
+        streak = (rainy - clean).mean(axis=2) > 0.02
+        coverage.append(streak.mean())
+        # vertical streaks: brightness changes far more across columns than down rows
+        layer = (rainy - clean).mean(axis=2)
+        assert np.abs(np.diff(layer, axis=1)).mean() > 1.5 * np.abs(np.diff(layer, axis=0)).mean()
+    assert 0.01 < float(np.median(coverage)) < 0.25
+
+
+def test_realistic_haze_is_tinted_and_deeper_somewhere() -> None:
+    clean = _clean(96, 128)
+    hazy = synthesize(clean, "haze", np.random.default_rng(2), "realistic")
+    assert hazy.std() < clean.std() and hazy.min() > clean.min()
+    lift = (hazy - clean).mean(axis=2)
+    assert lift.max() - lift.min() > 0.05  # transmission varies with depth
+
+
+def test_camera_low_light_is_dark_quantised_and_noisy() -> None:
+    clean = np.full((64, 64, 3), 0.6, dtype=np.float32)
+    dark = synthesize(clean, "lowlight", np.random.default_rng(4), "realistic")
+    assert dark.mean() < 0.45
+    assert np.allclose(dark * 255, np.round(dark * 255), atol=1e-4)  # 8-bit, as a camera writes
+    assert dark.std() > 0  # shot and read noise on a flat field

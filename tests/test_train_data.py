@@ -137,6 +137,18 @@ def test_samples_are_reproducible_synthesised_and_padded(tmp_path: Path) -> None
     assert task == 1 and bad == 0 and (degraded - clean).abs().mean() > 0.05  # noise sigma 50
 
 
+def test_identity_share_gives_clean_inputs_and_the_synthesis_model_is_used(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", height=64, width=64)
+    data = build_training_data(("rain",), clean_dir=tmp_path, patch_size=32, val_per_task=0)
+    plain = PatchDataset(data.train, ("rain",), 32, seed=1, phase=0, synthesis="realistic")
+    mixed = PatchDataset(data.train, ("rain",), 32, seed=1, phase=0, synthesis="realistic", identity=0.5)
+    unchanged = [torch.equal(*mixed[(position, 0)][:2]) for position in range(40)]
+    assert 8 < sum(unchanged) < 32  # about half the patches are clean -> clean
+    assert not any(torch.equal(*plain[(position, 0)][:2]) for position in range(10))
+    classic = PatchDataset(data.train, ("rain",), 32, seed=1, phase=0)
+    assert not torch.equal(classic[(0, 0)][0], plain[(0, 0)][0])
+
+
 def test_unreadable_file_during_training_is_stepped_over(tmp_path: Path) -> None:
     write_image(tmp_path / "a.png")
     write_image(tmp_path / "b.png", seed=1)

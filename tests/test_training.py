@@ -84,6 +84,10 @@ def test_schedule_is_cosine_per_phase_with_warmup() -> None:
         .steps == 3  # 22 pairs, global batch 10
     with pytest.raises(InputError, match="multiple of 8"):
         Recipe(NAMES, MICRO, (Phase(1e-4, 36, 5, steps=1),))
+    with pytest.raises(InputError, match="choose one of classic, realistic"):
+        Recipe(NAMES, MICRO, synthesis="vivid")
+    with pytest.raises(InputError, match="--identity is a share"):
+        Recipe(NAMES, MICRO, identity=1.0)
 
 
 def test_a_few_dozen_steps_lower_the_loss_and_the_dgm_stays_frozen(data) -> None:
@@ -203,14 +207,18 @@ def test_resume_refuses_a_different_run(tmp_path: Path, data) -> None:
 
 
 def test_a_run_saved_before_newer_recipe_fields_resumes(tmp_path: Path, data) -> None:
-    """Fields added to Recipe later (loss, init_weights) count as their defaults in an older run's state."""
+    """Fields added to Recipe later (loss, init_weights, ...) count as their defaults in an older run's state."""
     output = tmp_path / "run"
     with pytest.raises(RuntimeError):
         train(RECIPE, data, options(output), prompts, monitor=KillAt(6, RuntimeError))
     state_path = output / "resume.pt"
     state = torch.load(state_path, weights_only=True)
-    del state["identity"]["loss"], state["identity"]["init_weights"], state["identity"]["precision"]
+    for field in ("loss", "init_weights", "precision", "synthesis", "identity"):
+        del state["identity"][field]
     torch.save(state, state_path)
+    realistic = Recipe(NAMES, MICRO, RECIPE.phases, seed=1, prompt_encoder="random", synthesis="realistic")
+    with pytest.raises(TrainingError, match="synthesis: run had 'classic', now 'realistic'"):
+        train(realistic, data, options(output, resume=True), prompts)
     mse = Recipe(NAMES, MICRO, RECIPE.phases, seed=1, prompt_encoder="random", loss="mse")
     with pytest.raises(TrainingError, match="loss: run had 'l1', now 'mse'"):
         train(mse, data, options(output, resume=True), prompts)

@@ -310,6 +310,14 @@ def train(
     loss: Annotated[str, typer.Option("--loss", help="Training loss: l1 (the paper's) or mse (what PSNR scores; "
                                                      "more cautious where the target is uncertain, as in blind "
                                                      "deblurring).")] = "l1",
+    synthesis: Annotated[str, typer.Option(
+        "--synthesis", help="Models of the degradations synthesised from clean photos: realistic (matched to the real "
+                            "test sets: thin rain streaks, tinted haze over tilted depth, a camera's dark capture) or "
+                            "classic (the models of the built-in benchmark, eval --dataset synthetic).")] = "realistic",
+    identity: Annotated[float, typer.Option(
+        "--identity", help="Share of training patches (0-1) given the clean photo as input and target under the "
+                           "task's prompt, so that a photo without the degradation comes back unchanged. 0 is the "
+                           "paper's recipe.")] = 0.0,
     repeat: Annotated[list[str] | None, typer.Option(
         "--repeat", help="NAME=COUNT: use a degradation's pairs COUNT times per epoch (the reference code "
                          "repeats Rain100L 120 times: --repeat rain=120). Repeatable.")] = None,
@@ -375,7 +383,8 @@ def train(
                             epochs=None if finetune_steps is not None else finetune_epochs))
             recipe = Recipe(names, config, phases, preset=preset_name, betas=(beta1, beta2), min_lr=min_lr,
                             warmup_steps=warmup_steps, grad_clip=grad_clip, flips=flips, seed=seed,
-                            prompt_encoder=encoder, init_weights=init_weights, loss=loss)
+                            prompt_encoder=encoder, init_weights=init_weights, loss=loss, synthesis=synthesis,
+                            identity=identity)
             folders = {"noise": noise_dir, "rain": rain_dir, "haze": haze_dir, "blur": blur_dir,
                        "lowlight": lowlight_dir}
             if data_root is None and clean_dir is None and not any(folders.values()):
