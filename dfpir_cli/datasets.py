@@ -49,7 +49,7 @@ SUITES: dict[int, tuple[tuple[str, int | None], ...]] = {
 }
 
 DEFAULT_SIGMAS = (15, 25, 50)
-DATASET_NAMES = ("SOTS", "Rain100L", "CBSD68", "Urban100", "GoPro", "LOL", "paired", "synthetic")
+DATASET_NAMES = ("SOTS", "Rain100L", "CBSD68", "Urban100", "GoPro", "LOL", "all", "paired", "synthetic")
 
 
 @dataclass(frozen=True)
@@ -307,7 +307,7 @@ def find_paired(input_dir: Path, target_dir: Path, degradation: str, dataset: st
 def find_dataset(name: str, root: Path, sigmas: Sequence[int] = DEFAULT_SIGMAS) -> list[TestSet]:
     """The test sets of a paper dataset at ``root`` (several for the noise datasets: one per sigma)."""
     canonical = {n.lower(): n for n in DATASET_NAMES}.get(name.lower())
-    if canonical is None or canonical in ("paired", "synthetic"):
+    if canonical is None or canonical in ("all", "paired", "synthetic"):
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if not root.is_dir():
         raise DatasetError(f"{canonical}: {_found(root)}")
@@ -320,6 +320,22 @@ def find_dataset(name: str, root: Path, sigmas: Sequence[int] = DEFAULT_SIGMAS) 
     if canonical == "GoPro":
         return [find_gopro(root)]
     return [find_lol(root)]
+
+
+def find_all(root: Path, sigmas: Sequence[int] = DEFAULT_SIGMAS) -> list[TestSet]:
+    """Every paper dataset found in a sub-folder of ``root`` (:data:`SUITE_FOLDERS`), in the suite's order."""
+    if not root.is_dir():
+        raise DatasetError(f"--dataset all: {_found(root)}")
+    sets: list[TestSet] = []
+    for dataset, names in SUITE_FOLDERS.items():
+        folder = _child(root, names)
+        if folder is not None:
+            sets.extend(find_dataset(dataset, folder, sigmas))
+    if not sets:
+        raise DatasetError(f"--dataset all found no test set under {root}: it looks for sub-folders named "
+                           + "; ".join(f"{name} ({' or '.join(names[:2])})" for name, names in SUITE_FOLDERS.items())
+                           + f". But {_found(root)}")
+    return sets
 
 
 def find_suite(root: Path, tasks: int) -> list[TestSet]:

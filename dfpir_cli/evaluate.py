@@ -7,7 +7,8 @@ seeded with 0, one stream per test set, images in sorted name order), the restor
 convention explicitly. Each test image is restored with :func:`dfpir_cli.tiling.restore_tiled`, the code
 ``restore`` uses: whole when it fits the device's memory (as the paper ran), in overlapping tiles when not.
 
-The degraded input is scored as well, so a report shows what the model adds. A pair that cannot be
+The degraded input is scored as well, so a report shows what the model adds, and on request a classic,
+non-learned method of the same degradation (:mod:`dfpir_cli.classic`), so it shows what learning adds. A pair that cannot be
 read, or whose input and target differ in size, is recorded with its error and the run goes on.
 """
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint
+from .classic import classic_method, classic_restore
 from .datasets import TestSet
 from .errors import DfpirError, InputError
 from .imageio import LoadedImage, read_image, write_image
@@ -53,6 +55,7 @@ class EvalOptions:
     batch_size: int = 1  # tiles per forward pass
     save_dir: Path | None = None  # keep restored images here (one sub-folder per test set)
     precision: str = "fp32"  # autocast dtype name (fp32, bf16, fp16); `dfpir eval` resolves auto to one
+    classic: bool = False  # also score the classic, non-learned method of each degradation (dfpir_cli.classic)
 
 
 @dataclass
@@ -64,6 +67,8 @@ class ImageResult:
     ssim: float = math.nan
     input_psnr: float = math.nan
     input_ssim: float = math.nan
+    classic_psnr: float = math.nan
+    classic_ssim: float = math.nan
     seconds: float = 0.0
     error: str | None = None
 
@@ -84,6 +89,10 @@ class SetResult:
     def failed(self) -> list[ImageResult]:
         return [image for image in self.images if image.error is not None]
 
+    @property
+    def has_classic(self) -> bool:
+        return any(not math.isnan(image.classic_psnr) for image in self.scored)
+
     def mean(self, attribute: str) -> float:
         values = [getattr(image, attribute) for image in self.scored]
         return float(np.mean(values)) if values else math.nan
@@ -96,6 +105,8 @@ class SetResult:
             "failed": {image.name: image.error for image in self.failed}, "unpaired": list(test_set.unpaired),
             "psnr": _finite(self.mean("psnr")), "ssim": _finite(self.mean("ssim")),
             "input_psnr": _finite(self.mean("input_psnr")), "input_ssim": _finite(self.mean("input_ssim")),
+            "classic_method": classic_method(test_set.degradation) if self.has_classic else None,
+            "classic_psnr": _finite(self.mean("classic_psnr")), "classic_ssim": _finite(self.mean("classic_ssim")),
             "paper_psnr": self.paper[0] if self.paper else None, "paper_ssim": self.paper[1] if self.paper else None,
         }
 
@@ -238,6 +249,9 @@ def evaluate_set(checkpoint: Checkpoint, test_set: TestSet, options: EvalOptions
             restored = restore_array(checkpoint, degraded, test_set.degradation, options, device)
             image.psnr, image.ssim = score(restored, clean, options.metrics)
             image.input_psnr, image.input_ssim = score(degraded, clean, options.metrics)
+            if options.classic:
+                baseline = classic_restore(degraded, test_set.degradation)
+                image.classic_psnr, image.classic_ssim = score(baseline, clean, options.metrics)
             if options.save_dir is not None:
                 _save(options.save_dir / _slug(test_set.label) / Path(pair.name).with_suffix(".png"), restored)
         except (DfpirError, OSError, ValueError, cv2.error) as error:
@@ -282,13 +296,15 @@ def summary(results: Sequence[SetResult], options: EvalOptions, table: int | Non
         "average": {"psnr": _finite(average(results, "psnr")), "ssim": _finite(average(results, "ssim")),
                     "input_psnr": _finite(average(results, "input_psnr")),
                     "input_ssim": _finite(average(results, "input_ssim")),
+                    "classic_psnr": _finite(average(results, "classic_psnr")),
+                    "classic_ssim": _finite(average(results, "classic_ssim")),
                     "paper_psnr": paper_average[0] if paper_average and whole_suite else None,
                     "paper_ssim": paper_average[1] if paper_average and whole_suite else None},
     }
 
 
 CSV_COLUMNS = ("set", "dataset", "degradation", "noise_sigma", "image", "psnr", "ssim", "input_psnr", "input_ssim",
-               "seconds", "error")
+               "classic_psnr", "classic_ssim", "seconds", "error")
 
 
 def csv_rows(results: Sequence[SetResult]) -> list[dict[str, object]]:
@@ -301,6 +317,7 @@ def csv_rows(results: Sequence[SetResult]) -> list[dict[str, object]]:
                          "noise_sigma": test_set.noise_sigma if test_set.noise_sigma is not None else "",
                          "image": image.name, "psnr": _csv_float(image.psnr), "ssim": _csv_float(image.ssim),
                          "input_psnr": _csv_float(image.input_psnr), "input_ssim": _csv_float(image.input_ssim),
+                         "classic_psnr": _csv_float(image.classic_psnr), "classic_ssim": _csv_float(image.classic_ssim),
                          "seconds": f"{image.seconds:.3f}", "error": image.error or ""})
     return rows
 

@@ -253,6 +253,34 @@ def test_suite_and_tiled_restoration_match_whole_image(identity_checkpoint: Path
     assert abs(whole.mean("psnr") - tiled.mean("psnr")) < 1e-4
 
 
+def test_all_datasets_under_a_root_with_the_classic_method(identity_checkpoint: Path, tmp_path: Path) -> None:
+    """--dataset all finds each dataset's sub-folder; --classic scores the textbook method beside the model."""
+    root = tmp_path / "sets"
+    save_rgb(root / "Rain100L" / "input" / "rain-1.png", photo(7, 48, 48))
+    save_rgb(root / "Rain100L" / "target" / "norain-1.png", photo(8, 48, 48))
+    save_rgb(root / "LOL" / "low" / "1.png", photo(3, 32, 48) // 8)
+    save_rgb(root / "LOL" / "high" / "1.png", photo(3, 32, 48))
+    (root / "unrelated").mkdir()
+    args = ["eval", "--dataset", "all", "--root", str(root), "-w", str(identity_checkpoint), "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--classic", "--json", "--csv", str(tmp_path / "r.csv")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [s["label"] for s in report["sets"]] == ["Rain100L", "LOL"]
+    rain, lol = report["sets"]
+    assert rain["classic_method"].startswith("median") and lol["classic_method"].startswith("CLAHE")
+    assert lol["classic_psnr"] > lol["input_psnr"] + 3  # CLAHE brightens the dark photo
+    assert rain["psnr"] == pytest.approx(rain["input_psnr"])  # the identity model returns its input
+    rows = read_csv(tmp_path / "r.csv")
+    assert all(float(row["classic_psnr"]) > 0 for row in rows)
+    table = runner.invoke(app, [*args, "--classic"])
+    assert "classic" in table.output.split("conventions")[0] and "classic: median 5x5; CLAHE" in table.output
+    plain = runner.invoke(app, args)
+    assert "classic" not in plain.output  # only on request: non-local means takes seconds per image
+    empty = runner.invoke(app, ["eval", "--dataset", "all", "--root", str(root / "unrelated"), "-w",
+                                str(identity_checkpoint)])
+    assert empty.exit_code == 2 and "sub-folders named" in empty.output
+
+
 def test_whole_image_when_it_fits_tiles_when_not(identity_checkpoint: Path) -> None:
     from dfpir_cli.evaluate import fits_whole
 

@@ -17,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..checkpoint import Checkpoint, PromptBank
-from ..data_folder import dataset_folder, suite_root
+from ..classic import classic_method
+from ..data_folder import data_dir, dataset_folder, suite_root
 from ..datasets import (
     DATASET_NAMES,
     DEFAULT_SIGMAS,
@@ -25,6 +26,7 @@ from ..datasets import (
     SUITE_FOLDERS,
     SYNTHETIC_SIZE,
     TestSet,
+    find_all,
     find_dataset,
     find_paired,
     find_suite,
@@ -67,6 +69,11 @@ EVAL_HELP = "\n\n".join((
     "missing set is reported with where to download it and where its files go.",
     f"[bold]--tasks 3|5[/] runs the paper's whole suite from one --root holding the sub-folders {_SUITE_HELP}. "
     "3 tasks: SOTS, Rain100L, CBSD68 sigma 15/25/50; 5 tasks: SOTS, Rain100L, CBSD68 sigma 25, GoPro, LOL.",
+    "[bold]--dataset all[/] scores every one of those datasets found in a sub-folder of --root (or of the datasets "
+    "folder), for example the real test splits: dfpir eval --dataset all --root ../shared/realsets --classic.",
+    "[bold]--classic[/] adds a column for a classic, non-learned method of each degradation (non-local means, a "
+    "5x5 median, the dark channel prior, Richardson-Lucy, CLAHE: dfpir_cli.classic), so the report shows what "
+    "the learned model adds over the textbook; non-local means takes seconds per image.",
     "[bold]--dataset paired[/] --input-dir A --target-dir B --degradation NAME pairs files by name and "
     "reports the files left unpaired.",
     f"[bold]--dataset synthetic[/] degrades the clean photos shipped with scikit-image ({', '.join(SHIPPED_PHOTOS)}; "
@@ -112,6 +119,8 @@ def _test_sets(dataset: str | None, root: Path | None, tasks: int | None, input_
         wanted = [resolve_degradation(d) for d in degradations] or [
             n for n in checkpoint.prompts.names if n in DEGRADATIONS]
         return synthetic_sets(list(dict.fromkeys(wanted)), images, seed, size)
+    if name == "all":
+        return find_all(root if root is not None else data_dir(), sigmas or DEFAULT_SIGMAS)
     if name == "paired":
         if input_dir is None or target_dir is None or len(degradations) != 1:
             raise InputError("--dataset paired needs --input-dir, --target-dir and one --degradation "
@@ -143,6 +152,7 @@ def _pair_cell(psnr: float | None, ssim: float | None, digits: int = 4) -> str:
 def _render(results: list[SetResult], report: dict, title: str) -> Table:
     """One row per test set: our PSNR and SSIM, the degraded input's, and the paper's with the difference."""
     has_paper = any(result.paper for result in results)
+    has_classic = any(result.has_classic for result in results)
     has_failures = any(result.failed for result in results)
     table = Table(title=title)
     table.add_column("test set", no_wrap=True)
@@ -152,6 +162,8 @@ def _render(results: list[SetResult], report: dict, title: str) -> Table:
     table.add_column("PSNR", justify="right", style="bold")
     table.add_column("SSIM", justify="right", style="bold")
     table.add_column("input PSNR / SSIM", justify="right")
+    if has_classic:
+        table.add_column("classic PSNR / SSIM", justify="right")
     if has_paper:
         table.add_column("paper PSNR / SSIM", justify="right")
         table.add_column("ours - paper", justify="right")
@@ -160,6 +172,8 @@ def _render(results: list[SetResult], report: dict, title: str) -> Table:
             style: str | None = None) -> None:
         row = [label, count] + ([failed] if has_failures else [])
         row += [_number(mean["psnr"], 2), _number(mean["ssim"], 4), _pair_cell(mean["input_psnr"], mean["input_ssim"])]
+        if has_classic:
+            row += [_pair_cell(mean["classic_psnr"], mean["classic_ssim"])]
         if has_paper:
             row += [_pair_cell(*paper, digits=3) if paper else "-",
                     f"{_difference(mean['psnr'], paper[0], 2)} / {_difference(mean['ssim'], paper[1], 3)}"
@@ -167,7 +181,8 @@ def _render(results: list[SetResult], report: dict, title: str) -> Table:
         table.add_row(*row, style=style)
 
     for result in results:
-        means = {key: result.mean(key) for key in ("psnr", "ssim", "input_psnr", "input_ssim")}
+        means = {key: result.mean(key) for key in
+                 ("psnr", "ssim", "input_psnr", "input_ssim", "classic_psnr", "classic_ssim")}
         add(result.test_set.label, str(len(result.scored)), str(len(result.failed)), means, result.paper)
     if len(results) > 1:
         mean = report["average"]
@@ -229,8 +244,11 @@ def eval_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.", min=1)] = 1,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    classic: Annotated[bool, typer.Option(
+        "--classic", help="Also score a classic, non-learned method of each degradation (see above).")] = False,
     csv_path: Annotated[Path | None, typer.Option(
-        "--csv", help="Write per-image results (PSNR/SSIM of the restored and the degraded image) to this CSV.",
+        "--csv", help="Write per-image results (PSNR/SSIM of the restored, the degraded and, with --classic, the "
+                      "classic method's image) to this CSV.",
         show_default=False)] = None,
     json_output: JsonOpt = False,
     save_dir: Annotated[Path | None, typer.Option(
@@ -257,7 +275,7 @@ def eval_command(
         if choice.note:
             err_console.print(f"[yellow]note:[/] {choice.note}", highlight=False, soft_wrap=True)
         options = EvalOptions(MetricOptions(y_channel, ssim_gaussian, crop_border, quantize=quantize),
-                              tile, overlap, batch_size, save_dir, precision_name(choice.dtype))
+                              tile, overlap, batch_size, save_dir, precision_name(choice.dtype), classic)
         table_number = paper_table(checkpoint, tasks)
         compare = table_number if any(s.dataset in SUITE_FOLDERS for s in sets) else None
         out = err_console if json_output else console
@@ -313,6 +331,10 @@ def eval_command(
                 for layout, labels in layouts.items():
                     which = "data" if len(layouts) == 1 else ", ".join(labels)
                     out.print(f"[dim]{which}: {layout}[/]", highlight=False)
+            methods = {result.test_set.degradation: classic_method(result.test_set.degradation)
+                       for result in results if result.has_classic}
+            if methods:
+                out.print("classic: " + "; ".join(dict.fromkeys(methods.values())), highlight=False, soft_wrap=True)
             if csv_path is not None:
                 out.print(f"per-image results: {csv_path}")
             if save_dir is not None:
