@@ -45,6 +45,7 @@ def test_train_writes_a_usable_checkpoint_and_logs(tmp_path: Path, photos: Path)
     assert checkpoint.metadata["preset"] == "tiny" and checkpoint.metadata["steps"] == 6
     assert checkpoint.metadata["recipe"]["phases"][1]["patch_size"] == 40
     assert checkpoint.metadata["recipe"]["precision"] == "bf16"  # CPU autocast, forced
+    assert checkpoint.metadata["recipe"]["synthesis"] == "realistic" and checkpoint.metadata["recipe"]["identity"] == 0
     assert load_checkpoint(output / "best").metadata["val_psnr_mean"] > 10
     rows = (output / "val.csv").read_text().splitlines()
     assert rows[0] == "step,phase,mean_psnr,noise25,rain" and [r.split(",")[0] for r in rows[1:]] == ["2", "4", "6"]
@@ -52,6 +53,8 @@ def test_train_writes_a_usable_checkpoint_and_logs(tmp_path: Path, photos: Path)
 
     again = runner.invoke(app, [*args, "--resume"])
     assert again.exit_code == 2 and "already finished at step 6" in again.output
+    identity = runner.invoke(app, [*args, "--resume", "--identity", "0.2"])
+    assert identity.exit_code == 2 and "identity: run had 0.0, now 0.2" in identity.output
     changed = runner.invoke(app, [*args, "--resume", "--lr", "0.001"])
     assert changed.exit_code == 2 and "phases[0].lr: run had 0.0001, now 0.001" in changed.output
     fresh = runner.invoke(app, args)
@@ -118,7 +121,7 @@ def test_help_is_the_manual() -> None:
     result = runner.invoke(app, ["train", "--help"], terminal_width=200)
     assert result.exit_code == 0
     for option in ("--data-root", "--clean-dir", "--resume", "--precision", "--prompt-encoder", "--keep-last",
-                   "--grad-clip", "--finetune-lr", "torchrun"):
+                   "--grad-clip", "--finetune-lr", "torchrun", "--synthesis", "--identity"):
         assert option in result.output
 
 
