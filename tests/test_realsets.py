@@ -1,0 +1,43 @@
+"""Regression guard: the shipped default model on a few pairs of each real test split (../shared/realsets).
+
+The floors are the default model's scores on these pairs when it was shipped, less a small margin for
+numerical differences between machines: they catch a model or pipeline change that makes real restorations
+worse, not a tuning target. Scored with the paper's protocol in fp32 (``dfpir eval``'s code path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dfpir_cli.datasets import find_dataset
+from dfpir_cli.evaluate import EvalOptions, evaluate_set
+from dfpir_cli.weights import resolve_weights
+
+# (dataset, sigma, first N pairs) -> (floor of the model's mean PSNR, the degraded input's mean PSNR)
+FLOORS: dict[tuple[str, int | None, int], tuple[float, float]] = {
+    ("Rain100L", None, 3): (28.71, 28.703),
+    ("CBSD68", 25, 3): (28.22, 20.671),
+    ("LOL", None, 3): (22.42, 6.498),
+    ("SOTS", None, 2): (20.65, 18.295),
+}
+MARGIN = 0.2  # dB
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return resolve_weights(None)
+
+
+@pytest.mark.parametrize(("dataset", "sigma", "count"), list(FLOORS), ids=[key[0] for key in FLOORS])
+def test_default_model_holds_its_real_benchmark_scores(realsets_dir: Path, default_model, dataset: str,
+                                                       sigma: int | None, count: int) -> None:
+    (test_set,) = find_dataset(dataset, realsets_dir / dataset, [sigma] if sigma else [25])
+    test_set = replace(test_set, pairs=test_set.pairs[:count])
+    result = evaluate_set(default_model, test_set, EvalOptions(tile=0))
+    floor, degraded = FLOORS[(dataset, sigma, count)]
+    assert not result.failed
+    assert result.mean("input_psnr") == pytest.approx(degraded, abs=0.01)  # the same pairs as when measured
+    assert result.mean("psnr") >= floor - MARGIN, f"{test_set.label}: {result.mean('psnr'):.2f} dB < {floor} dB"
