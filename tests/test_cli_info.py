@@ -33,3 +33,17 @@ def test_info_on_a_bad_path_is_a_clean_error(tmp_path):
     assert result.exit_code == 2
     assert "does not exist" in result.output
     assert "Traceback" not in result.output
+
+
+def test_info_env_reports_what_a_bug_report_needs():
+    import json
+
+    result = runner.invoke(app, ["info", "--env", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    for key in ("python", "dfpir-cli", "torch", "numpy", "cv2 (imported)", "torch CUDA build", "device (auto)",
+                "CPU native bf16"):
+        assert report[key], key
+    assert report["CPU native bf16"] in ("True", "False")
+    table = runner.invoke(app, ["info", "--env"])
+    assert table.exit_code == 0 and "bug reports" in table.output and report["torch"] in table.output

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from ..checkpoint import load_checkpoint
+from ..environment import environment
 from ..model import DFPIR, PRESETS
 from ..official import is_official_spec, load_official
 from ..prompts import DEGRADATIONS
-from .common import console, handle_errors
+from .common import JsonOpt, console, handle_errors
 
 
 def count_parameters(model: DFPIR) -> int:
@@ -21,9 +23,26 @@ def count_parameters(model: DFPIR) -> int:
 def info(
     weights: Annotated[str | None, typer.Argument(help="A checkpoint folder, or official:NAME once fetched, to describe "
                                                               "(optional).")] = None,
+    env: Annotated[bool, typer.Option("--env", help="Print what a bug report needs: Python, torch (CUDA build), "
+                                                    "OpenCV, numpy, open_clip, huggingface_hub... versions, the "
+                                                    "device and CPU features such as native bf16.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Show the network presets, the degradation names and aliases, and a checkpoint's contents."""
+    """Show the network presets, the degradation names and aliases, and a checkpoint's contents; --env: the
+    environment, for bug reports."""
     with handle_errors():
+        if env:
+            report = environment()
+            if as_json:
+                typer.echo(json.dumps(report, indent=2))
+                return
+            table = Table(title="dfpir environment (paste into bug reports)")
+            table.add_column("what")
+            table.add_column("value")
+            for key, value in report.items():
+                table.add_row(key, value)
+            console.print(table)
+            return
         if weights is not None:
             checkpoint = load_official(weights) if is_official_spec(weights) else load_checkpoint(weights)
             table = Table(title=f"checkpoint {weights}")
