@@ -270,8 +270,21 @@ def test_quiet_and_human_summary(tmp_path, micro_checkpoint):
     (tmp_path / "b.png").write_bytes(b"")
     result = run(tmp_path, "-d", "hazy", "-w", micro_checkpoint, "-o", tmp_path / "out", "--quiet")
     assert result.exit_code == 1
+    # Quiet: the failure, then one line of counts; no table, no progress.
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == f"1 restored, 0 skipped, 1 failed; outputs in {tmp_path / 'out'}", result.output
+    assert "b.png" in result.output and "MP/s" not in result.output and len(lines) <= 3
+    result = run(tmp_path, "-d", "hazy", "-w", micro_checkpoint, "-o", tmp_path / "out2")
     for word in ("processed", "skipped", "failed", "MP/s", "cpu", "b.png"):
         assert word in result.output
+
+
+def test_output_that_is_a_file_is_a_usage_error(tmp_path, micro_checkpoint):
+    Image.fromarray(rgb()).save(tmp_path / "a.png")
+    (tmp_path / "taken").write_text("keep me")
+    result = run(tmp_path / "a.png", "-d", "hazy", "-w", micro_checkpoint, "-o", tmp_path / "taken")
+    assert result.exit_code == 2 and "is a file" in result.output and "Choose a folder" in result.output
+    assert (tmp_path / "taken").read_text() == "keep me"
 
 
 def test_free_text_prompt_needs_a_clip_checkpoint_and_clip_weights(tmp_path, micro_checkpoint, monkeypatch):

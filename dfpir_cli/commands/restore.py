@@ -71,6 +71,15 @@ class _ProgressListener(RestoreListener):
             self.progress.console.print(f"[red]failed[/] {result.source}: {result.reason}", highlight=False)
 
 
+def _print_quiet_summary(summary: RestoreSummary, output: Path) -> None:
+    """--quiet: each failure on its own line, then one line of counts."""
+    for result in summary.results:
+        if result.status == "failed":
+            err_console.print(f"[red]failed:[/] {result.source}: {result.reason}", highlight=False, soft_wrap=True)
+    console.print(f"{summary.count('processed')} restored, {summary.count('skipped')} skipped, "
+                  f"{summary.count('failed')} failed; outputs in {output}", highlight=False, soft_wrap=True)
+
+
 def _print_summary(summary: RestoreSummary, output: Path) -> None:
     table = Table(title="dfpir restore", show_header=False)
     table.add_column("", style="bold")
@@ -172,6 +181,9 @@ def restore(
             if tile_overlap < 0:
                 raise InputError(f"--tile-overlap {tile_overlap}: the overlap cannot be negative")
             share = parse_shard(shard) if shard is not None else None
+            if output.exists() and not output.is_dir():
+                raise InputError(f"-o {output} is a file: -o names the folder the restored images are written to. "
+                                 "Choose a folder (it is created when missing).")
             files, problems = collect_inputs(inputs, recursive, exclude=output)
             if not files:
                 reasons = "\n  ".join(problem.reason for problem in problems)
@@ -196,6 +208,8 @@ def restore(
             if distributed.is_main:
                 if as_json:
                     typer.echo(json.dumps(summary.to_json(), indent=2))
+                elif quiet:
+                    _print_quiet_summary(summary, output)
                 else:
                     _print_summary(summary, output)
         finally:
