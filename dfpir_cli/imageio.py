@@ -54,7 +54,7 @@ class LoadedImage:
     pixels: torch.Tensor  # (3, H, W) float32 in [0, 1], RGB (grey images repeated on three channels)
     alpha: np.ndarray | None  # (H, W) alpha at the file's own bit depth, carried through untouched
     grey: bool  # written back as a single-channel image
-    bit_depth: int  # 8 or 16 (32 for float TIFFs, written back as 16-bit)
+    bit_depth: int  # 8 or 16, or 32 for float TIFFs (0..1 scale), written back as float TIFF
     format: str  # PNG, JPEG, TIFF, BMP or WEBP: what the file holds, not what its suffix says
     exif: bytes | None  # EXIF block ("Exif\0\0..."), orientation reset to 1
     icc_profile: bytes | None
@@ -101,6 +101,8 @@ def _metadata(data: bytes, path: Path, max_pixels: int) -> tuple[str, bool, int,
         raise InputError(f"{path}: refused, it claims more than {max_pixels / 1e6:.0f} megapixels "
                          f"(a decompression bomb, or a far larger image than a photo) ({error})") from error
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        if data[:4] in (b"II*\0", b"MM\0*"):  # a TIFF Pillow cannot open, e.g. 32-bit float RGB
+            return _tiff_metadata(data, path, max_pixels)
         raise InputError(f"{path} is not an image dfpir can read (PNG, JPEG, TIFF, BMP or WebP): "
                          "it is another kind of file, or corrupt") from error
     with image:
@@ -133,6 +135,26 @@ def _metadata(data: bytes, path: Path, max_pixels: int) -> tuple[str, bool, int,
         # A CMYK JPEG decodes to RGB: its CMYK profile would then describe the wrong colours.
         icc = (image.info.get("icc_profile") or None) if image.mode != "CMYK" else None
     return fmt, grey, orientation, exif_block, icc
+
+
+def _tiff_metadata(data: bytes, path: Path, max_pixels: int) -> tuple[str, bool, int, bytes | None, bytes | None]:
+    """The header of a TIFF that Pillow cannot open (float samples, for one), read with tifffile."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+            page = tiff.pages.first
+            shape, samples = page.shape, page.samplesperpixel
+            icc_tag = page.tags.get(34675)
+            icc = bytes(icc_tag.value) if icc_tag is not None else None
+    except Exception as error:  # noqa: BLE001 - tifffile raises many types for bad files
+        raise InputError(f"{path} is not an image dfpir can read (PNG, JPEG, TIFF, BMP or WebP): it is another kind "
+                         "of file, or a corrupt TIFF") from error
+    height, width = shape[0], shape[1]
+    if height * width > max_pixels:
+        raise InputError(f"{path}: refused, {width}x{height} is {width * height / 1e6:.0f} megapixels, more than "
+                         f"the {max_pixels / 1e6:.0f} MP limit (a decompression bomb, or not a photo)")
+    return "TIFF", samples in (1, 2), 1, None, icc
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
@@ -225,13 +247,33 @@ def _add_png_metadata(png: bytes, exif: bytes | None, icc: bytes | None) -> byte
     return png[:ihdr_end] + chunks + png[ihdr_end:]
 
 
+def _float_tiff(pixels: torch.Tensor, source: LoadedImage) -> bytes:
+    """A float TIFF stays float: 32-bit samples on the 0..1 scale, as it was read."""
+    import tifffile
+
+    array = pixels.detach().float().cpu().clamp(0, 1).numpy().transpose(1, 2, 0)
+    if source.alpha is not None:
+        alpha = source.alpha.astype(np.float32)
+        array = np.concatenate([array, alpha[:, :, None]], axis=2)
+    channels = array.shape[2]
+    buffer = io.BytesIO()
+    extratags = [(34675, "B", len(source.icc_profile), source.icc_profile, True)] if source.icc_profile else []
+    tifffile.imwrite(buffer, np.ascontiguousarray(array[:, :, 0] if channels == 1 else array),
+                     photometric="minisblack" if channels in (1, 2) else "rgb",
+                     extrasamples=("unassalpha",) if channels in (2, 4) else None,
+                     compression="zlib", extratags=extratags)
+    return buffer.getvalue()
+
+
 def encode_image(restored: torch.Tensor, source: LoadedImage, fmt: str) -> bytes:
     """Encode a restored (3, H, W) image in ``fmt`` with the source's alpha, greyness, depth and metadata."""
     if source.alpha is not None and fmt not in _ALPHA_FORMATS:
         raise InputError(f"the image has an alpha channel, which {fmt} cannot hold: write PNG, TIFF, WebP or BMP "
                          "(--ext png) to keep it")
-    depth = 16 if source.bit_depth > 8 and fmt in _SIXTEEN_BIT_FORMATS else 8
     pixels = _to_luma(restored) if source.grey else restored
+    if source.bit_depth == 32 and fmt == "TIFF":
+        return _float_tiff(pixels, source)
+    depth = 16 if source.bit_depth > 8 and fmt in _SIXTEEN_BIT_FORMATS else 8
     array = _quantise(pixels, depth)  # (H, W, 1 or 3)
     if source.alpha is not None:
         array = np.concatenate([array, _fit_alpha(source.alpha, depth)[:, :, None]], axis=2)

@@ -214,3 +214,20 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     write_atomic(tmp_path / "sub" / "new.png", b"data")
     assert (tmp_path / "sub" / "new.png").read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_float_tiff_is_read_on_its_0_1_scale_and_written_back_as_float(tmp_path: Path, channels: int) -> None:
+    import tifffile
+
+    rng = np.random.default_rng(3)
+    pixels = rng.random((20, 28, channels) if channels == 3 else (20, 28)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", pixels, photometric="rgb" if channels == 3 else "minisblack")
+    image = read_image(tmp_path / "f.tif")
+    assert image.bit_depth == 32 and image.format == "TIFF" and image.grey == (channels == 1)
+    expected = torch.from_numpy(pixels).permute(2, 0, 1) if channels == 3 else torch.from_numpy(pixels).expand(3, -1, -1)
+    torch.testing.assert_close(image.pixels, expected)
+    write_image(tmp_path / "out.tif", image.pixels, image)
+    back = tifffile.imread(tmp_path / "out.tif")
+    assert back.dtype == np.float32 and back.shape == pixels.shape
+    np.testing.assert_allclose(back, pixels, atol=1e-6 if channels == 3 else 1e-5)
