@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
 from .errors import CheckpointError, InputError, UnknownDegradationError
 from .model import DFPIR, DFPIRConfig
@@ -111,28 +112,17 @@ def load_weights_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tens
     model.load_state_dict(state_dict, strict=True)
 
 
-def _atomic_directory(directory: Path) -> Path:
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+def write_folder_atomic(directory: str | Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (name -> bytes) as the folder ``directory``: a temporary sibling folder, then a rename.
 
-
-def save_checkpoint(directory: str | Path, model: DFPIR, prompts: PromptBank,
-                    metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
-    """Write a checkpoint folder atomically: a temporary sibling folder, then a rename.
-
-    ``dtype=torch.float16`` halves the file (the embedded default model is stored so); loading always
-    casts the weights back to the network's float32 parameters.
+    A reader never sees half a checkpoint (new config, old weights); an existing folder is replaced whole.
     """
     directory = Path(directory)
-    staging = _atomic_directory(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
-        tensors = {f"model.{key}": value.detach().cpu().to(dtype or value.dtype).contiguous()
-                   for key, value in model.state_dict().items()}
-        tensors["prompts.codes"] = prompts.codes.contiguous()
-        save_file(tensors, staging / WEIGHTS_NAME, metadata={"format": FORMAT})
-        config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.to_dict(),
-                  "prompts": prompts.to_json(), "metadata": metadata or {}}
-        (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
         if directory.exists():
             retired = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             directory.rename(retired)
@@ -144,6 +134,23 @@ def save_checkpoint(directory: str | Path, model: DFPIR, prompts: PromptBank,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
+
+
+def save_checkpoint(directory: str | Path, model: DFPIR, prompts: PromptBank,
+                    metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write a checkpoint folder atomically (:func:`write_folder_atomic`).
+
+    ``dtype=torch.float16`` halves the file (the embedded default model is stored so); loading always
+    casts the weights back to the network's float32 parameters.
+    """
+    tensors = {f"model.{key}": value.detach().cpu().to(dtype or value.dtype).contiguous()
+               for key, value in model.state_dict().items()}
+    tensors["prompts.codes"] = prompts.codes.contiguous()
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.to_dict(),
+              "prompts": prompts.to_json(), "metadata": metadata or {}}
+    return write_folder_atomic(directory, {
+        WEIGHTS_NAME: save_tensors(tensors, metadata={"format": FORMAT}),
+        CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode()})
 
 
 def is_checkpoint_dir(path: str | Path) -> bool:

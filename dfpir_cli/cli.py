@@ -7,11 +7,13 @@ from typing import Annotated
 import typer
 
 from . import __version__
+from .commands import detect as detect_command
 from .commands import fetch_weights, info, push_weights
 from .commands import restore as restore_command
 from .commands import train as train_command
 from .commands.common import debug_state
 from .commands.eval import eval_command
+from .commands.train_detector import train_detector_command
 
 app = typer.Typer(
     name="dfpir",
@@ -47,6 +49,8 @@ app.command("push-weights")(push_weights.push_weights)
 app.command("restore")(restore_command.restore)
 app.command("eval")(eval_command)
 app.command("train")(train_command.train)
+app.command("detect")(detect_command.detect)
+app.command("train-detector")(train_detector_command)
 
 
 if __name__ == "__main__":  # python -m dfpir_cli.cli

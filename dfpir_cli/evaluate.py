@@ -8,7 +8,11 @@ convention explicitly. Each test image is restored with :func:`dfpir_cli.tiling.
 ``restore`` uses: whole when it fits the device's memory (as the paper ran), in overlapping tiles when not.
 
 The degraded input is scored as well, so a report shows what the model adds, and on request a classic,
-non-learned method of the same degradation (:mod:`dfpir_cli.classic`), so it shows what learning adds. A pair that cannot be
+non-learned method of the same degradation (:mod:`dfpir_cli.classic`), so it shows what learning adds. With a
+degradation detector (``--degradation auto``) each input is also restored with the prompts the detector picks
+(:mod:`dfpir_cli.detect`) and scored beside the oracle prompt, so the cost of detection errors shows in PSNR;
+where the detector picks the oracle prompt the restoration is the same computation, so the oracle's result is
+reused. A pair that cannot be
 read, or whose input and target differ in size, is recorded with its error and the run goes on.
 """
 
@@ -29,6 +33,7 @@ import torch
 from .checkpoint import Checkpoint
 from .classic import classic_method, classic_restore
 from .datasets import TestSet
+from .detect import Detector, known_families, plan_prompts
 from .errors import DfpirError, InputError
 from .imageio import LoadedImage, read_image, write_image
 from .metrics import PAPER, MetricOptions, centre_crop, score
@@ -56,6 +61,7 @@ class EvalOptions:
     save_dir: Path | None = None  # keep restored images here (one sub-folder per test set)
     precision: str = "fp32"  # autocast dtype name (fp32, bf16, fp16); `dfpir eval` resolves auto to one
     classic: bool = False  # also score the classic, non-learned method of each degradation (dfpir_cli.classic)
+    detector: Detector | None = None  # also restore with the prompts it detects (--degradation auto)
 
 
 @dataclass
@@ -71,6 +77,9 @@ class ImageResult:
     classic_ssim: float = math.nan
     seconds: float = 0.0
     error: str | None = None
+    detected: str | None = None  # the prompts the detector picked ("clean": the input left as it is)
+    auto_psnr: float = math.nan  # scores of the restoration with the detected prompts
+    auto_ssim: float = math.nan
 
 
 @dataclass
@@ -97,9 +106,25 @@ class SetResult:
         values = [getattr(image, attribute) for image in self.scored]
         return float(np.mean(values)) if values else math.nan
 
+    @property
+    def detected(self) -> dict[str, int]:
+        """How many images the detector sent to each prompt (or chain, or clean)."""
+        counts: dict[str, int] = {}
+        for image in self.scored:
+            if image.detected is not None:
+                counts[image.detected] = counts.get(image.detected, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+    def oracle_share(self, oracle: str) -> float:
+        """The share of images for which the detector picked the oracle prompt."""
+        detected = [image.detected for image in self.scored if image.detected is not None]
+        return sum(name == oracle for name in detected) / len(detected) if detected else math.nan
+
     def to_json(self) -> dict[str, object]:
         test_set = self.test_set
-        return {
+        auto = {"auto_psnr": _finite(self.mean("auto_psnr")), "auto_ssim": _finite(self.mean("auto_ssim")),
+                "detected": self.detected} if self.detected else {}
+        return {**auto,
             "label": test_set.label, "dataset": test_set.dataset, "degradation": test_set.degradation,
             "noise_sigma": test_set.noise_sigma, "layout": test_set.layout, "images": len(self.scored),
             "failed": {image.name: image.error for image in self.failed}, "unpaired": list(test_set.unpaired),
@@ -216,6 +241,22 @@ def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, o
     return restored[0].clamp(0, 1).permute(1, 2, 0).numpy()
 
 
+def _restore_detected(checkpoint: Checkpoint, degraded: np.ndarray, oracle_result: np.ndarray, oracle: str,
+                      options: EvalOptions, device: torch.device, image: ImageResult) -> np.ndarray:
+    """Restore with what the detector picks (recorded in ``image.detected``); the oracle's result when the same."""
+    assert options.detector is not None
+    names = checkpoint.prompts.names
+    detection = options.detector.detect(degraded, known_families(names))
+    plan = plan_prompts(detection, names)
+    image.detected = "+".join(plan) or "clean"
+    if plan == (names[checkpoint.prompts.index(oracle)],):
+        return oracle_result
+    restored = degraded
+    for name in plan:
+        restored = restore_array(checkpoint, restored, name, options, device)
+    return restored
+
+
 def _save(path: Path, restored: np.ndarray) -> None:
     source = LoadedImage(torch.empty(0), None, False, 8, "PNG", None, None)
     write_image(path, torch.from_numpy(np.ascontiguousarray(restored.transpose(2, 0, 1))), source)
@@ -248,6 +289,10 @@ def evaluate_set(checkpoint: Checkpoint, test_set: TestSet, options: EvalOptions
             degraded, clean = loader.load(index)
             restored = restore_array(checkpoint, degraded, test_set.degradation, options, device)
             image.psnr, image.ssim = score(restored, clean, options.metrics)
+            if options.detector is not None:
+                auto = _restore_detected(checkpoint, degraded, restored, test_set.degradation, options, device,
+                                         image)
+                image.auto_psnr, image.auto_ssim = score(auto, clean, options.metrics)
             image.input_psnr, image.input_ssim = score(degraded, clean, options.metrics)
             if options.classic:
                 baseline = classic_restore(degraded, test_set.degradation)
@@ -298,13 +343,14 @@ def summary(results: Sequence[SetResult], options: EvalOptions, table: int | Non
                     "input_ssim": _finite(average(results, "input_ssim")),
                     "classic_psnr": _finite(average(results, "classic_psnr")),
                     "classic_ssim": _finite(average(results, "classic_ssim")),
+                    "auto_psnr": _finite(average(results, "auto_psnr")), "auto_ssim": _finite(average(results, "auto_ssim")),
                     "paper_psnr": paper_average[0] if paper_average and whole_suite else None,
                     "paper_ssim": paper_average[1] if paper_average and whole_suite else None},
     }
 
 
 CSV_COLUMNS = ("set", "dataset", "degradation", "noise_sigma", "image", "psnr", "ssim", "input_psnr", "input_ssim",
-               "classic_psnr", "classic_ssim", "seconds", "error")
+               "classic_psnr", "classic_ssim", "seconds", "error", "detected", "auto_psnr", "auto_ssim")
 
 
 def csv_rows(results: Sequence[SetResult]) -> list[dict[str, object]]:
@@ -318,7 +364,9 @@ def csv_rows(results: Sequence[SetResult]) -> list[dict[str, object]]:
                          "image": image.name, "psnr": _csv_float(image.psnr), "ssim": _csv_float(image.ssim),
                          "input_psnr": _csv_float(image.input_psnr), "input_ssim": _csv_float(image.input_ssim),
                          "classic_psnr": _csv_float(image.classic_psnr), "classic_ssim": _csv_float(image.classic_ssim),
-                         "seconds": f"{image.seconds:.3f}", "error": image.error or ""})
+                         "seconds": f"{image.seconds:.3f}", "error": image.error or "",
+                         "detected": image.detected or "", "auto_psnr": _csv_float(image.auto_psnr),
+                         "auto_ssim": _csv_float(image.auto_ssim)})
     return rows
 
 

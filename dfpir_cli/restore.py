@@ -4,6 +4,8 @@
 keeps); ``plan_output`` names each output and refuses any that would land on an input; ``Restorer``
 holds the network, the prompt code, the device, the precision and the tiling; ``restore_files`` runs the
 batch, reporting to a :class:`RestoreListener`, and returns a :class:`RestoreSummary`. Nothing here prints.
+A :data:`Chooser` picks the prompts per photo: a chain of passes (``haze+noise``) or what the degradation
+detector finds (``--degradation auto``, :func:`auto_chooser`); a photo given no prompt is copied unchanged.
 Existing outputs are skipped unless ``overwrite``, so a killed batch resumes where it stopped.
 """
 
@@ -19,14 +21,15 @@ from typing import Literal
 import torch
 
 from .checkpoint import Checkpoint
+from .detect import Detection, Detector, known_families, plan_prompts
 from .errors import DfpirError, InputError
-from .imageio import FORMATS, IMAGE_SUFFIXES, read_image, write_image
+from .imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_atomic, write_image
 from .precision import autocast, precision_name
 from .precision_check import inference_precision
 from .prompts import ClipTextEncoder
 from .tiling import auto_tile_size, count_tiles, restore_tiled
 
-Status = Literal["processed", "skipped", "failed"]
+Status = Literal["processed", "clean", "skipped", "failed"]  # clean: detected clean, copied unchanged
 DEFAULT_OVERLAP = 32
 _GLOB_CHARS = set("*?[")
 
@@ -209,7 +212,7 @@ def prompt_code(checkpoint: Checkpoint, degradation: str | None, prompt: str | N
 class Restorer:
     """The network and everything a forward pass needs: prompt code, device, precision and tiling."""
 
-    def __init__(self, checkpoint: Checkpoint, code: torch.Tensor, device: torch.device, precision: str = "fp32",
+    def __init__(self, checkpoint: Checkpoint, code: torch.Tensor | None, device: torch.device, precision: str = "fp32",
                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None,
                  measuring: Callable[[], None] | None = None) -> None:
         """``precision`` auto checks (once per checkpoint, cached) that bf16 restores like fp32 before using it
@@ -222,7 +225,8 @@ class Restorer:
             raise InputError(f"--batch-size {batch_size}: at least 1 tile per forward pass")
         self.device = device
         self.model = checkpoint.model.to(device).eval()
-        self.code = code.reshape(1, -1).float()
+        self.code = None if code is None else code.reshape(1, -1).float()  # None: a Chooser names the prompts
+        self.prompts = checkpoint.prompts
         choice = inference_precision(checkpoint, device, precision, measuring)
         self.dtype, self.precision_note = choice.dtype, choice.note
         self.batch_size = batch_size or (1 if device.type == "cpu" else 4)
@@ -240,12 +244,58 @@ class Restorer:
     def tiles_for(self, height: int, width: int) -> int:
         return count_tiles(height, width, self.tile, self.overlap, self.model.multiple_of)
 
-    def restore(self, pixels: torch.Tensor, progress=None) -> torch.Tensor:
-        """Restore one (3, H, W) image in [0, 1]; returns (3, H, W) float32 clamped to [0, 1] on the CPU."""
-        with torch.inference_mode(), autocast(self.device, self.dtype):
-            restored = restore_tiled(self.model, pixels[None], self.code, self.tile, self.overlap,
-                                     self.batch_size, progress)
-            return restored[0].clamp_(0, 1)
+    def restore(self, pixels: torch.Tensor, progress=None, names: tuple[str, ...] | None = None) -> torch.Tensor:
+        """Restore one (3, H, W) image in [0, 1]; returns (3, H, W) float32 clamped to [0, 1] on the CPU.
+
+        ``names``: prompts to restore with, one pass each in this order (default: the restorer's code).
+        """
+        if names is None:
+            if self.code is None:
+                raise InputError("no prompt to restore with: name a degradation")
+            codes = [self.code]
+        else:
+            codes = [self.prompts.code(name).reshape(1, -1).float() for name in names]
+        restored = pixels[None]
+        for index, code in enumerate(codes):
+            def report(done: int, total: int, index: int = index) -> None:
+                if progress:
+                    progress(index * total + done, total * len(codes))
+            with torch.inference_mode(), autocast(self.device, self.dtype):
+                restored = restore_tiled(self.model, restored, code, self.tile, self.overlap, self.batch_size,
+                                         report).clamp_(0, 1).float()
+        return restored[0]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The prompts one photo is restored with, in order (() : clean, copied unchanged), and why."""
+
+    names: tuple[str, ...]
+    detection: Detection | None = None  # what the detector saw (auto mode)
+
+    @property
+    def label(self) -> str:
+        return "+".join(self.names) or "clean"
+
+
+Chooser = Callable[[torch.Tensor], Choice]  # (3, H, W) pixels -> the prompts for that photo
+
+
+def chain_chooser(names: tuple[str, ...]) -> Chooser:
+    """The same passes for every photo (``--degradation haze+noise``)."""
+    return lambda _pixels: Choice(names)
+
+
+def auto_chooser(detector: Detector, checkpoint: Checkpoint) -> Chooser:
+    """Per photo, what the detector finds among the families this checkpoint can restore."""
+    names = checkpoint.prompts.names
+    families = known_families(names)
+
+    def choose(pixels: torch.Tensor) -> Choice:
+        detection = detector.detect(pixels, families)
+        return Choice(plan_prompts(detection, names), detection)
+
+    return choose
 
 
 @dataclass
@@ -256,6 +306,8 @@ class FileResult:
     reason: str = ""
     megapixels: float = 0.0
     seconds: float = 0.0
+    degradation: str = ""  # the prompts it was restored with ("haze", "noise25+haze"), or "clean" (auto)
+    detection: dict | None = None  # the detector's probabilities and decision (auto mode)
 
 
 @dataclass
@@ -281,12 +333,27 @@ class RestoreSummary:
         return self.megapixels / busy if busy > 0 else 0.0
 
     @property
+    def detected(self) -> dict[str, int]:
+        """How many photos were restored with each prompt (or chain), and found clean."""
+        counts: dict[str, int] = {}
+        for result in self.results:
+            if result.status in ("processed", "clean") and result.degradation:
+                counts[result.degradation] = counts.get(result.degradation, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+    @property
+    def low_confidence(self) -> list[FileResult]:
+        return [result for result in self.results if result.detection and result.detection["low_confidence"]]
+
+    @property
     def exit_code(self) -> int:
         """0 when nothing failed, 1 when some file failed."""
         return 1 if self.count("failed") else 0
 
     def to_json(self) -> dict:
-        return {"processed": self.count("processed"), "skipped": self.count("skipped"), "failed": self.count("failed"),
+        return {"processed": self.count("processed"), "clean": self.count("clean"), "skipped": self.count("skipped"),
+                "failed": self.count("failed"), "detected": self.detected,
+                "low_confidence": [result.source for result in self.low_confidence],
                 "megapixels": round(self.megapixels, 3), "megapixels_per_second": round(self.megapixels_per_second, 4),
                 "seconds": round(self.seconds, 3), "device": self.device, "precision": self.precision,
                 "tile": self.tile, "prompt": self.prompt, "notes": self.notes,
@@ -301,6 +368,9 @@ class RestoreListener:
 
     def tiles_done(self, done: int, total: int) -> None:
         """Progress within the current file."""
+
+    def file_chosen(self, source: Path, choice: Choice) -> None:
+        """The prompts a file will be restored with (reported when a Chooser picks them)."""
 
     def file_finished(self, result: FileResult) -> None:
         """A file was processed, skipped or failed."""
@@ -318,8 +388,11 @@ def _failure_reason(error: BaseException) -> str:
 
 def restore_files(files: list[InputFile], problems: list[InputProblem], restorer: Restorer, output_dir: Path,
                   suffix: str = "", ext: str | None = None, overwrite: bool = False,
-                  listener: RestoreListener | None = None) -> RestoreSummary:
-    """Restore every file into ``output_dir``; one file's failure is recorded and the batch goes on."""
+                  listener: RestoreListener | None = None, chooser: Chooser | None = None) -> RestoreSummary:
+    """Restore every file into ``output_dir``; one file's failure is recorded and the batch goes on.
+
+    ``chooser`` picks each photo's prompts (default: the restorer's one code for all).
+    """
     listener = listener or RestoreListener()
     summary = RestoreSummary(device=str(restorer.device), precision=restorer.precision, tile=restorer.tile,
                              notes=[restorer.precision_note] if restorer.precision_note else [])
@@ -331,7 +404,7 @@ def restore_files(files: list[InputFile], problems: list[InputProblem], restorer
     written: dict[Path, Path] = {}
     started = time.perf_counter()
     for index, item in enumerate(files):
-        result = _restore_one(index, item, restorer, output_dir, suffix, ext, overwrite, written, listener)
+        result = _restore_one(index, item, restorer, output_dir, suffix, ext, overwrite, written, listener, chooser)
         summary.results.append(result)
         listener.file_finished(result)
     summary.seconds = time.perf_counter() - started
@@ -339,7 +412,8 @@ def restore_files(files: list[InputFile], problems: list[InputProblem], restorer
 
 
 def _restore_one(index: int, item: InputFile, restorer: Restorer, output_dir: Path, suffix: str, ext: str | None,
-                 overwrite: bool, written: dict[Path, Path], listener: RestoreListener) -> FileResult:
+                 overwrite: bool, written: dict[Path, Path], listener: RestoreListener,
+                 chooser: Chooser | None) -> FileResult:
     target = plan_output(item, output_dir, suffix, ext)
     source = str(item.path)
     key = target.resolve()
@@ -350,14 +424,33 @@ def _restore_one(index: int, item: InputFile, restorer: Restorer, output_dir: Pa
     if target.exists() and not overwrite:
         return FileResult(source, str(target), "skipped", "output exists (--overwrite to replace it)")
     started = time.perf_counter()
+    choice = None
     try:
         image = read_image(item.path)
-        listener.file_started(index, item.path, restorer.tiles_for(image.height, image.width))
-        restored = restorer.restore(image.pixels, listener.tiles_done)
-        write_image(target, restored, image)
+        if chooser is not None:
+            choice = chooser(image.pixels)
+            listener.file_chosen(item.path, choice)
+        if choice is not None and not choice.names:
+            _copy_unchanged(item.path, target, image)
+        else:
+            passes = len(choice.names) if choice is not None else 1
+            listener.file_started(index, item.path, passes * restorer.tiles_for(image.height, image.width))
+            restored = restorer.restore(image.pixels, listener.tiles_done, choice.names if choice else None)
+            write_image(target, restored, image)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
         return FileResult(source, None, "failed", _failure_reason(error))
     written[key] = item.path
-    return FileResult(source, str(target), "processed", "", image.megapixels, time.perf_counter() - started)
+    status: Status = "clean" if choice is not None and not choice.names else "processed"
+    return FileResult(source, str(target), status, "", image.megapixels, time.perf_counter() - started,
+                      choice.label if choice else "",
+                      choice.detection.to_json() if choice is not None and choice.detection else None)
+
+
+def _copy_unchanged(source: Path, target: Path, image) -> None:
+    """A clean photo's output: the file's own bytes, or its pixels re-encoded when --ext changes the format."""
+    if output_format(target, image.format) == image.format:
+        write_atomic(target, source.read_bytes())
+    else:
+        write_image(target, image.pixels, image)

@@ -32,6 +32,7 @@ from ..datasets import (
     find_suite,
     synthetic_sets,
 )
+from ..detect import Detector
 from ..errors import InputError
 from ..evaluate import CSV_COLUMNS, EvalOptions, SetResult, csv_rows, evaluate_set, merge_shares, paper_table, summary
 from ..imageio import write_atomic
@@ -54,6 +55,7 @@ from .common import (
     handle_errors,
     is_interactive,
 )
+from .detect import DetectorOpt
 
 _SUITE_HELP = ", ".join(f"{name} ({' or '.join(SUITE_FOLDERS[name][:2])})"
                         for name in ("SOTS", "Rain100L", "CBSD68", "GoPro", "LOL"))
@@ -85,6 +87,9 @@ EVAL_HELP = "\n\n".join((
     "The report states the conventions used. For the paper's datasets the paper's numbers (Tables 1 and 2) "
     "are shown beside ours: the 5-task table when the model knows blur or low light, else the 3-task one "
     "(--tasks picks it).",
+    "[bold]--degradation auto[/] also restores every input with the prompts the degradation detector picks for it "
+    "(as `dfpir restore --degradation auto` does) and reports that PSNR/SSIM beside the oracle prompt's, with how "
+    "often the detector picked the oracle prompt.",
     "[bold]Several processes[/]: `torchrun --nproc_per_node N --no-python dfpir eval ...` splits every test set's "
     "images between the processes (one GPU each; gloo on CPUs) and process 0 reports the gathered results, "
     "the same as one process.",
@@ -153,6 +158,7 @@ def _render(results: list[SetResult], report: dict, title: str) -> Table:
     """One row per test set: our PSNR and SSIM, the degraded input's, and the paper's with the difference."""
     has_paper = any(result.paper for result in results)
     has_classic = any(result.has_classic for result in results)
+    has_auto = any(result.detected for result in results)
     has_failures = any(result.failed for result in results)
     table = Table(title=title)
     table.add_column("test set", no_wrap=True)
@@ -164,16 +170,23 @@ def _render(results: list[SetResult], report: dict, title: str) -> Table:
     table.add_column("input PSNR / SSIM", justify="right")
     if has_classic:
         table.add_column("classic PSNR / SSIM", justify="right")
+    if has_auto:
+        table.add_column("auto PSNR / SSIM", justify="right")
+        table.add_column("auto - oracle", justify="right")
+        table.add_column("oracle prompt picked", justify="right")
     if has_paper:
         table.add_column("paper PSNR / SSIM", justify="right")
         table.add_column("ours - paper", justify="right")
 
     def add(label: str, count: str, failed: str, mean: Mapping[str, float | None], paper: tuple[float, float] | None,
-            style: str | None = None) -> None:
+            style: str | None = None, picked: str = "") -> None:
         row = [label, count] + ([failed] if has_failures else [])
         row += [_number(mean["psnr"], 2), _number(mean["ssim"], 4), _pair_cell(mean["input_psnr"], mean["input_ssim"])]
         if has_classic:
             row += [_pair_cell(mean["classic_psnr"], mean["classic_ssim"])]
+        if has_auto:
+            row += [_pair_cell(mean.get("auto_psnr"), mean.get("auto_ssim")),
+                    _difference(mean.get("auto_psnr"), mean["psnr"], 2), picked]
         if has_paper:
             row += [_pair_cell(*paper, digits=3) if paper else "-",
                     f"{_difference(mean['psnr'], paper[0], 2)} / {_difference(mean['ssim'], paper[1], 3)}"
@@ -181,9 +194,11 @@ def _render(results: list[SetResult], report: dict, title: str) -> Table:
         table.add_row(*row, style=style)
 
     for result in results:
-        means = {key: result.mean(key) for key in
-                 ("psnr", "ssim", "input_psnr", "input_ssim", "classic_psnr", "classic_ssim")}
-        add(result.test_set.label, str(len(result.scored)), str(len(result.failed)), means, result.paper)
+        means = {key: result.mean(key) for key in ("psnr", "ssim", "input_psnr", "input_ssim", "classic_psnr",
+                                                   "classic_ssim", "auto_psnr", "auto_ssim")}
+        share = result.oracle_share(result.test_set.degradation) if has_auto else math.nan
+        picked = "" if math.isnan(share) else f"{share:.0%}"
+        add(result.test_set.label, str(len(result.scored)), str(len(result.failed)), means, result.paper, picked=picked)
     if len(results) > 1:
         mean = report["average"]
         paper = (mean["paper_psnr"], mean["paper_ssim"]) if mean["paper_psnr"] is not None else None
@@ -216,7 +231,10 @@ def eval_command(
     degradation: Annotated[list[str] | None, typer.Option(
         "--degradation", "-g", help="The prompt for --dataset paired (required) or to override a dataset's; "
                                     "with --dataset synthetic, which degradations to run (repeatable; default: "
-                                    "every one the model knows).", show_default=False)] = None,
+                                    "every one the model knows). auto (added to the others): also score each "
+                                    "input restored with the prompts the degradation detector picks.",
+                                    show_default=False)] = None,
+    detector_path: DetectorOpt = None,
     sigma: Annotated[list[int] | None, typer.Option(
         "--sigma", help="Noise levels for CBSD68/Urban100, 8-bit scale (repeatable; default 15, 25, 50).",
         show_default=False)] = None,
@@ -257,6 +275,10 @@ def eval_command(
     quiet: QuietOpt = False,
 ) -> None:
     with handle_errors():
+        wanted = list(degradation or [])
+        auto = any(name.strip().lower() == "auto" for name in wanted)
+        wanted = [name for name in wanted if name.strip().lower() != "auto"]
+        detector = Detector.load(detector_path) if auto else None
         if weights is not None and preset is not None:
             raise InputError("give --weights or --preset, not both")
         if tasks is not None and tasks not in (3, 5):
@@ -266,7 +288,7 @@ def eval_command(
         quiet = quiet or not distributed.is_main
         checkpoint = _random_checkpoint(preset) if preset else resolve_weights(weights, torch_device)
         checkpoint.model.to(torch_device).eval()
-        sets = _test_sets(dataset, root, tasks, input_dir, target_dir, list(degradation or []), list(sigma or []),
+        sets = _test_sets(dataset, root, tasks, input_dir, target_dir, wanted, list(sigma or []),
                           images, size, seed, checkpoint)
         for test_set in sets:  # fail on an unknown prompt before any work
             checkpoint.prompts.code(test_set.degradation)
@@ -275,7 +297,8 @@ def eval_command(
         if choice.note:
             err_console.print(f"[yellow]note:[/] {choice.note}", highlight=False, soft_wrap=True)
         options = EvalOptions(MetricOptions(y_channel, ssim_gaussian, crop_border, quantize=quantize),
-                              tile, overlap, batch_size, save_dir, precision_name(choice.dtype), classic)
+                              tile, overlap, batch_size, save_dir, precision_name(choice.dtype), classic,
+                              detector)
         table_number = paper_table(checkpoint, tasks)
         compare = table_number if any(s.dataset in SUITE_FOLDERS for s in sets) else None
         out = err_console if json_output else console

@@ -12,16 +12,21 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..detect import Detector, parse_chain
 from ..errors import InputError
 from ..precision import check_precision
 from ..restore import (
     DEFAULT_OVERLAP,
+    Choice,
+    Chooser,
     FileResult,
     InputFile,
     InputProblem,
     RestoreListener,
     Restorer,
     RestoreSummary,
+    auto_chooser,
+    chain_chooser,
     check_outputs_spare_inputs,
     collect_inputs,
     merge_summaries,
@@ -43,6 +48,7 @@ from .common import (
     err_console,
     handle_errors,
 )
+from .detect import DetectorOpt
 
 MAX_ROWS = 25  # rows of failed / skipped files listed in the summary
 
@@ -61,6 +67,13 @@ class _ProgressListener(RestoreListener):
 
     def tiles_done(self, done: int, total: int) -> None:
         self.progress.update(self.tiles, completed=done, total=total)
+
+    def file_chosen(self, source: Path, choice: Choice) -> None:
+        if choice.detection is None:
+            return
+        doubt = " [yellow](low confidence)[/]" if choice.detection.low_confidence else ""
+        self.progress.console.print(f"{source.name}: {choice.detection.label} {choice.detection.confidence:.0%}"
+                                    f"{doubt} -> {choice.label}", highlight=False)
 
     def file_finished(self, result: FileResult) -> None:
         if result.status == "failed" and result.output is None and not Path(result.source).is_file():
@@ -85,6 +98,8 @@ def _print_summary(summary: RestoreSummary, output: Path) -> None:
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("processed", f"[green]{summary.count('processed')}[/]")
+    if summary.detected:
+        table.add_row("clean (copied)", str(summary.count("clean")))
     table.add_row("skipped", f"[yellow]{summary.count('skipped')}[/]")
     table.add_row("failed", f"[red]{summary.count('failed')}[/]")
     table.add_row("megapixels", f"{summary.megapixels:.2f} in {summary.seconds:.1f} s")
@@ -92,7 +107,21 @@ def _print_summary(summary: RestoreSummary, output: Path) -> None:
     table.add_row("device", f"{summary.device} ({summary.precision})")
     table.add_row("tile", "whole image" if summary.tile is None else f"{summary.tile} px")
     table.add_row("prompt", summary.prompt)
+    if summary.detected:
+        table.add_row("restored with", ", ".join(f"{label} {count}" for label, count in summary.detected.items()))
     console.print(table)
+    doubtful = summary.low_confidence
+    if doubtful:
+        listing = Table(title=f"low confidence ({len(doubtful)}): check these, or name the degradation with -d",
+                        title_style="yellow")
+        listing.add_column("input", overflow="fold")
+        listing.add_column("restored with")
+        listing.add_column("probabilities", overflow="fold")
+        for result in doubtful[:MAX_ROWS]:
+            assert result.detection is not None
+            top = list(result.detection["probabilities"].items())[:3]
+            listing.add_row(result.source, result.degradation, ", ".join(f"{name} {p:.0%}" for name, p in top))
+        console.print(listing)
     for status, colour in (("failed", "red"), ("skipped", "yellow")):
         rows = [result for result in summary.results if result.status == status]
         if not rows:
@@ -118,13 +147,17 @@ def restore(
         show_default=False)],
     degradation: Annotated[str | None, typer.Option(
         "--degradation", "-d", help="What to remove: noise15, noise25, noise50, rain, haze, blur, lowlight, or an "
-                                    "alias (noisy, rainy, hazy, foggy, blurry, dark, low-light...). "
-                                    "`dfpir info` lists them all.")] = None,
+                                    "alias (noisy, rainy, hazy, foggy, blurry, dark, low-light...); `dfpir info` "
+                                    "lists them all. Several joined by + run one pass each in that order "
+                                    "(noise+haze). auto (the default without --prompt): the degradation detector "
+                                    "picks per photo, chaining two when both are likely; photos it finds clean "
+                                    "are copied unchanged.")] = None,
     prompt: Annotated[str | None, typer.Option(
         "--prompt", help="A free-text description of the degradation instead of --degradation; encoded with "
                          "CLIP ViT-B/32 (needs its weights locally, see `dfpir fetch-weights --clip`) and only "
                          "for checkpoints whose prompts were made by CLIP.")] = None,
     weights: WeightsOpt = None,
+    detector: DetectorOpt = None,
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="Folder for the restored images; sub-folders of the inputs are kept with "
                                "--recursive. Inputs are never overwritten.")] = Path("restored"),
@@ -156,11 +189,15 @@ def restore(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Restore photos: remove noise, rain, haze, motion blur or darkness named by --degradation.
+    """Restore photos: remove noise, rain, haze, motion blur or darkness, named by --degradation or detected.
 
     Examples:
 
+      dfpir restore photos/ -o restored/   (auto: each photo's degradation detected; `dfpir detect` shows it)
+
       dfpir restore photos/ --degradation hazy --weights ckpt/ -o restored/
+
+      dfpir restore night/ --degradation noise+lowlight   (two passes: denoise, then brighten)
 
       dfpir restore 'shots/**/*.png' -d noisy -w owner/dfpir-5d --suffix _clean --recursive
 
@@ -197,7 +234,8 @@ def restore(
             index, count = share or (distributed.rank, distributed.world_size)
             quiet = quiet or not distributed.is_main
             summary = _restore_share(files, problems if index == 0 else [], index, count,
-                                     weights=weights, device=torch_device, degradation=degradation, prompt=prompt,
+                                     weights=weights, detector=detector, device=torch_device,
+                                     degradation=degradation, prompt=prompt,
                                      output=output, suffix=suffix, ext=ext, overwrite=overwrite, precision=precision,
                                      tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
                                      quiet=quiet or as_json)
@@ -218,13 +256,13 @@ def restore(
 
 
 def _restore_share(files: list[InputFile], problems: list[InputProblem], index: int, count: int, *,
-                   weights: str | None, device: torch.device, degradation: str | None,
+                   weights: str | None, detector: Path | None, device: torch.device, degradation: str | None,
                    prompt: str | None, output: Path, suffix: str, ext: str | None, overwrite: bool, precision: str,
                    tile: int | None, tile_overlap: int, batch_size: int | None, quiet: bool) -> RestoreSummary:
     """Restore share ``index`` of ``count`` of the files (all of them when count is 1)."""
     mine = shard_files(files, output, suffix, ext, index, count) if count > 1 else files
     checkpoint = resolve_weights(weights, device)
-    code, label = prompt_code(checkpoint, degradation, prompt)
+    code, label, chooser = _prompts(checkpoint, degradation, prompt, detector)
     restorer = Restorer(checkpoint, code, device, precision, tile, tile_overlap, batch_size,
                         measuring=None if quiet else announce_bf16_check)
     if not quiet and err_console.is_terminal:
@@ -232,10 +270,27 @@ def _restore_share(files: list[InputFile], problems: list[InputProblem], index: 
                    TimeRemainingColumn())
         with Progress(*columns, console=err_console) as progress:
             summary = restore_files(mine, problems, restorer, output, suffix, ext, overwrite,
-                                    _ProgressListener(progress, len(mine)))
+                                    _ProgressListener(progress, len(mine)), chooser)
     else:
-        summary = restore_files(mine, problems, restorer, output, suffix, ext, overwrite)
+        summary = restore_files(mine, problems, restorer, output, suffix, ext, overwrite, chooser=chooser)
     summary.prompt = label
     if count > 1 and not quiet:
         err_console.print(f"[dim]share {index}/{count}: {len(mine)} of {len(files)} file(s)[/]", highlight=False)
     return summary
+
+
+def _prompts(checkpoint, degradation: str | None, prompt: str | None,
+             detector: Path | None) -> tuple[torch.Tensor | None, str, Chooser | None]:
+    """(code, label, chooser): one prompt for all photos, a chain of passes, or auto (the detector per photo)."""
+    auto = degradation is not None and degradation.strip().lower() == "auto"
+    if auto and prompt is not None:
+        raise InputError("--degradation auto detects the degradation; --prompt names it: pass one or the other")
+    if auto or (degradation is None and prompt is None):
+        return None, "auto (detected per photo)", auto_chooser(Detector.load(detector), checkpoint)
+    if degradation is not None and "+" in degradation:
+        names = parse_chain(degradation)
+        for name in names:
+            checkpoint.prompts.code(name)  # a name this checkpoint lacks stops here, before any work
+        return None, " then ".join(names), chain_chooser(names)
+    code, label = prompt_code(checkpoint, degradation, prompt)
+    return code, label, None

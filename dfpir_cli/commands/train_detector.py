@@ -1,0 +1,73 @@
+"""`dfpir train-detector`: train the degradation detector on clean photos degraded on the fly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..detect.training import DetectorRecipe, load_photos, train_detector
+from .common import JsonOpt, QuietOpt, console, err_console, handle_errors, is_interactive
+
+
+def train_detector_command(
+    clean_dir: Annotated[list[Path], typer.Option(
+        "--clean-dir", help="A folder of clean photos (searched recursively; repeatable). Every 20th photo is held "
+                            "out to validate. Never put test images here.", show_default=False)],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Folder to write the detector to (config.json + model.safetensors); use it with "
+                               "`dfpir detect --detector` and `dfpir restore --detector`.", show_default=False)],
+    steps: Annotated[int, typer.Option("--steps", help="Optimiser steps.", min=1)] = DetectorRecipe.steps,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per step.", min=1)] = DetectorRecipe.batch_size,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, one-cycle).")] = DetectorRecipe.lr,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the initial weights and every sample.")] = DetectorRecipe.seed,
+    val_samples: Annotated[int, typer.Option(
+        "--val-samples", help="Synthetic samples of the held-out photos scored at the end.", min=1)] = (
+            DetectorRecipe.val_samples),
+    workers: Annotated[int, typer.Option(
+        "--workers", help="Processes making samples while the network trains (0: in the main process).",
+        min=0)] = DetectorRecipe.workers,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the degradation detector that `dfpir detect` and `restore --degradation auto` use.
+
+    Each sample is a region of a clean photo left clean or degraded by dfpir's seeded synthesis (noise
+    sigma 12-55, rain, haze, motion blur, low light, or one of those then noise), sometimes JPEG-compressed.
+    scripts/train_detector.py is the recipe of the shipped detector.
+
+    Exit codes: 0 trained and written; 2 usage error (no photos, bad option).
+    """
+    with handle_errors():
+        photos, skipped = load_photos(clean_dir)
+        if skipped and not quiet:
+            err_console.print(f"[yellow]{len(skipped)} unreadable file(s) skipped[/], e.g. {skipped[0]}",
+                              highlight=False)
+        recipe = DetectorRecipe(steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_samples=val_samples,
+                                workers=workers)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err_console, disable=quiet or as_json or not is_interactive()) as progress:
+            bar = progress.add_task("train-detector", total=steps, loss="-")
+            detector, report = train_detector(
+                photos, recipe, on_step=lambda step, _total, loss: progress.update(bar, completed=step,
+                                                                                    loss=f"{loss:.4f}"))
+        metadata = {"recipe": vars(recipe), "clean_dirs": [str(folder) for folder in clean_dir],
+                    "report": report.to_json()}
+        detector.save(output, metadata)
+        if as_json:
+            typer.echo(json.dumps({"output": str(output), **report.to_json()}, indent=2))
+            return
+        table = Table(title=f"detector validation ({report.val_photos} held-out photos)")
+        table.add_column("true label")
+        table.add_column("right", justify="right")
+        for label, (right, total) in sorted(report.val_per_label.items()):
+            table.add_row(label, f"{right}/{total} ({right / total:.0%})")
+        table.add_row("[bold]all[/]", f"[bold]{report.val_accuracy:.1%}[/]")
+        console.print(table)
+        console.print(f"trained on {report.train_photos} photos, {report.steps} steps in {report.seconds:.0f} s "
+                      f"(final loss {report.final_loss:.4f}); detector written to {output}", highlight=False)

@@ -1,0 +1,175 @@
+"""The shipped degradation detector: load it, run it on a photo, and turn its scores into prompts.
+
+A :class:`Detection` holds a probability per degradation family (independent: a photo may be hazy *and*
+noisy), the probability that the photo is clean (no family present), the noise level the network
+estimates, and the decision: the families to restore, in :data:`RESTORE_ORDER`. :func:`plan_prompts`
+maps that decision onto the prompt names a checkpoint knows (noise15/25/50 by the estimated sigma).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
+
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_weights_strict, write_folder_atomic
+from ..errors import CheckpointError, InputError
+from ..prompts import DEGRADATIONS, resolve_degradation
+from ..synthesis import NOISE_SIGMAS
+from .network import DetectorConfig, DetectorNet
+from .views import grid_crops, thumbnail
+
+FORMAT = "dfpir-detector"
+FORMAT_VERSION = 1
+DEFAULT_DETECTOR = Path(__file__).resolve().parent.parent / "assets" / "detector"
+
+PRESENT = 0.5  # a family whose probability reaches this is detected
+CHAIN = 0.7  # a second family is restored too (a chained pass) only when its probability reaches this
+LOW_CONFIDENCE = 0.75  # a decision less sure than this is flagged: check the photo or name the degradation
+# Restoration undoes the degradations in the reverse of the order a photo acquires them: the scene's haze and
+# rain first, then the camera's shake and exposure, then the sensor's noise. So noise is removed first (the
+# other prompts were trained on noise-free inputs, and dehazing or brightening amplifies noise left in), and
+# haze last. scripts/measure_detector.py measures this order against the reverse one and single passes.
+RESTORE_ORDER: tuple[str, ...] = ("noise", "blur", "lowlight", "rain", "haze")
+
+
+@dataclass(frozen=True)
+class Detection:
+    probabilities: dict[str, float]  # per family, independent; plus "clean": no family present
+    noise_sigma: float | None  # estimated noise sigma (8-bit scale) when noise is detected
+    families: tuple[str, ...]  # what to restore, in RESTORE_ORDER; () when clean
+    confidence: float  # how sure the decision is: the least probable chosen family, or "clean"
+
+    @property
+    def label(self) -> str:
+        return "+".join(self.families) or "clean"
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.confidence < LOW_CONFIDENCE
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """(name, probability), most probable first, "clean" among them."""
+        return sorted(self.probabilities.items(), key=lambda item: -item[1])
+
+    def to_json(self) -> dict:
+        return {"detected": self.label, "confidence": round(self.confidence, 4),
+                "low_confidence": self.low_confidence,
+                "probabilities": {name: round(p, 4) for name, p in self.ranked()},
+                "noise_sigma": None if self.noise_sigma is None else round(self.noise_sigma, 1)}
+
+
+def decide(probabilities: dict[str, float], noise_sigma: float) -> Detection:
+    """The decision from per-family probabilities: the top family, a second one above :data:`CHAIN`, or clean."""
+    ranked = sorted(probabilities.items(), key=lambda item: -item[1])
+    chosen = [name for name, p in ranked[:2] if p >= (PRESENT if name == ranked[0][0] else CHAIN)]
+    clean = math.prod(1.0 - p for p in probabilities.values())
+    families = tuple(sorted(chosen, key=RESTORE_ORDER.index))
+    confidence = min(probabilities[name] for name in families) if families else clean
+    return Detection({**probabilities, "clean": clean}, noise_sigma if "noise" in families else None, families,
+                     confidence)
+
+
+class Detector:
+    """The detector network with its config; :meth:`detect` scores one photo."""
+
+    def __init__(self, net: DetectorNet, metadata: dict | None = None) -> None:
+        self.net = net.eval()
+        self.config = net.config
+        self.metadata = metadata or {}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Detector:
+        """Load a detector folder (config.json + model.safetensors, strict keys); None: the shipped one."""
+        folder = Path(path).expanduser() if path is not None else DEFAULT_DETECTOR
+        if folder.is_file() and folder.name in (CONFIG_NAME, WEIGHTS_NAME):
+            folder = folder.parent
+        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+            what = "the shipped detector is missing from this install" if path is None else f"{folder} is not a detector"
+            raise CheckpointError(f"{what}: a detector is a folder with {CONFIG_NAME} and {WEIGHTS_NAME}, as "
+                                  "`dfpir train-detector --output DIR` writes")
+        try:
+            config = json.loads((folder / CONFIG_NAME).read_text())
+            tensors = load_file(folder / WEIGHTS_NAME)
+        except (OSError, ValueError, SafetensorError) as error:
+            raise CheckpointError(f"{folder} cannot be read ({error}): copy or train the detector again") from error
+        if config.get("format") != FORMAT:
+            raise CheckpointError(f"{folder / CONFIG_NAME} is not a detector config (no \"format\": \"{FORMAT}\"); "
+                                  "a restoration checkpoint goes to --weights, a detector to --detector")
+        net = DetectorNet(DetectorConfig.from_dict(config.get("config", {})))
+        load_weights_strict(net, {key: value.float() for key, value in tensors.items()}, str(folder))
+        return cls(net, config.get("metadata", {}))
+
+    def save(self, folder: str | Path, metadata: dict | None = None) -> Path:
+        """Write config.json + model.safetensors (float16: half the size, same decisions) atomically."""
+        tensors = {key: value.detach().cpu().half().contiguous() for key, value in self.net.state_dict().items()}
+        config = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+                  "metadata": metadata if metadata is not None else self.metadata}
+        return write_folder_atomic(folder, {WEIGHTS_NAME: save_tensors(tensors, metadata={"format": FORMAT}),
+                                            CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode()})
+
+    @torch.inference_mode()
+    def scores(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, families) probabilities and (N,) sigma estimates of H x W x 3 float images in [0, 1]."""
+        config = self.config
+        crops = torch.from_numpy(np.stack([grid_crops(image, config.crop) for image in images]))
+        thumbs = torch.from_numpy(np.stack([thumbnail(image, config.thumbnail) for image in images]))
+        logits, log_sigma = self.net(crops.permute(0, 1, 4, 2, 3).float(), thumbs.permute(0, 3, 1, 2).float())
+        return torch.sigmoid(logits), log_sigma.exp()
+
+    def detect(self, image: np.ndarray | torch.Tensor, families: Sequence[str] | None = None) -> Detection:
+        """What is wrong with one photo: an H x W x 3 array or a (3, H, W) tensor in [0, 1].
+
+        ``families`` limits the decision to the families a checkpoint can restore (others are left out).
+        """
+        if isinstance(image, torch.Tensor):
+            image = image.permute(1, 2, 0).numpy()
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        probabilities, sigma = self.scores([image])
+        wanted = self.config.families if families is None else tuple(f for f in self.config.families if f in families)
+        scores = {name: float(probabilities[0, self.config.families.index(name)]) for name in wanted}
+        return decide(scores, float(sigma[0]))
+
+
+def known_families(names: Sequence[str]) -> tuple[str, ...]:
+    """The families a checkpoint with these prompt names can restore."""
+    return tuple(dict.fromkeys(DEGRADATIONS[name].family for name in names if name in DEGRADATIONS))
+
+
+def noise_prompt(sigma: float | None, names: Sequence[str]) -> str:
+    """The checkpoint's noise prompt nearest (in log sigma) to the estimated sigma; noise25 when unknown."""
+    levels = {name: NOISE_SIGMAS[name] for name in names if name in NOISE_SIGMAS}
+    if not levels:
+        raise InputError("this checkpoint has no noise prompt")
+    target = math.log(sigma) if sigma and sigma > 0 else math.log(25)
+    return min(levels, key=lambda name: abs(math.log(levels[name]) - target))
+
+
+def plan_prompts(detection: Detection, names: Sequence[str]) -> tuple[str, ...]:
+    """The prompt names to restore with, in order, for a checkpoint whose prompts are ``names``."""
+    plan = []
+    for family in detection.families:
+        if family == "noise":
+            plan.append(noise_prompt(detection.noise_sigma, names))
+        else:
+            plan.append(next(name for name in names if name in DEGRADATIONS and DEGRADATIONS[name].family == family))
+    return tuple(plan)
+
+
+def parse_chain(text: str) -> tuple[str, ...]:
+    """``haze+noise`` -> ("haze", "noise25"): restoration passes in the order written, names or aliases."""
+    parts = [part.strip() for part in text.split("+")]
+    if not all(parts):
+        raise InputError(f"--degradation {text!r}: join names with '+', e.g. haze+noise")
+    names = tuple(resolve_degradation(part) for part in parts)
+    if len(set(names)) != len(names):
+        raise InputError(f"--degradation {text!r} names the same degradation twice")
+    return names

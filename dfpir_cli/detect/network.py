@@ -1,0 +1,72 @@
+"""The detector network: a small CNN over native-resolution crops and a whole-image thumbnail."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+FAMILIES: tuple[str, ...] = ("noise", "rain", "haze", "blur", "lowlight")  # the order of the network's outputs
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    crop: int = 64  # side of each native-resolution crop (noise, streaks and blur show at the pixel level)
+    crops: int = 8  # crops per image (a grid at inference, random in training)
+    thumbnail: int = 64  # side of the whole-image thumbnail (haze and darkness are global)
+    width: int = 32  # channels of each branch's middle layers
+    hidden: int = 64  # width of the classifier's hidden layer
+    families: tuple[str, ...] = FAMILIES  # one output per family; order fixed by the checkpoint
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DetectorConfig:
+        known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
+        if "families" in known:
+            known["families"] = tuple(known["families"])
+        return cls(**known)
+
+
+def _branch(width: int) -> nn.Sequential:
+    """Five 3x3 convolutions, three of them strided (the first sees every pixel: noise is per pixel)."""
+    return nn.Sequential(
+        nn.Conv2d(3, width // 2, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(inplace=True),
+    )
+
+
+def _pool(features: torch.Tensor) -> torch.Tensor:
+    return torch.cat((features.mean(dim=(2, 3)), features.amax(dim=(2, 3))), dim=1)
+
+
+class DetectorNet(nn.Module):
+    """Scores each degradation family independently (a photo may have two) and regresses the noise level.
+
+    ``forward(crops, thumbnail)`` takes (B, K, 3, crop, crop) native-resolution crops and a (B, 3, T, T)
+    thumbnail in [0, 1] and returns (B, families) logits and (B,) log noise sigma (8-bit scale).
+    """
+
+    def __init__(self, config: DetectorConfig = DetectorConfig()) -> None:
+        super().__init__()
+        self.config = config
+        width = config.width
+        self.local = _branch(width)
+        self.glob = _branch(width)
+        self.head = nn.Sequential(nn.Linear(8 * width + 4 * width, config.hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(config.hidden, len(config.families) + 1))
+
+    def forward(self, crops: torch.Tensor, thumbnail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = crops.shape[0]
+        local = _pool(self.local(rearrange(crops, "b k c h w -> (b k) c h w") - 0.5))
+        local = rearrange(local, "(b k) f -> b k f", b=batch)
+        local = torch.cat((local.mean(dim=1), local.amax(dim=1)), dim=1)  # mean: everywhere; max: anywhere
+        whole = _pool(self.glob(thumbnail - 0.5))
+        out = self.head(torch.cat((local, whole), dim=1))
+        return out[:, :-1], out[:, -1]

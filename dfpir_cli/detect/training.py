@@ -1,0 +1,232 @@
+"""Training the detector on clean photos degraded on the fly by dfpir_cli.synthesis, seeded sample by sample.
+
+Each sample is a random region of a random training photo (randomly scaled down, flipped), left clean or
+degraded with one family, or two (a family then noise: a hazy, rainy, blurred or dark photo that is also
+noisy), optionally JPEG-compressed, rounded to 8 bits, and cut into the views the network reads. Sample i
+of a run comes from a generator seeded by (seed, i), so a run is the same with any number of workers.
+Clean samples get a faint noise (sigma up to 4) as real clean photos have; noise samples have sigma 12-55.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from ..datasets import list_images
+from ..errors import InputError
+from ..imageio import read_image
+from ..synthesis import gaussian_noise, synthesize
+from .detector import RESTORE_ORDER, Detector, decide
+from .network import DetectorConfig, DetectorNet
+from .views import random_crops, thumbnail
+
+REGION = 192  # side of the photo region a sample is synthesised on
+NOISE_RANGE = (12.0, 55.0)  # sigma of the noise family (the prompts cover 15-50)
+CLEAN_NOISE = 4.0  # at most this much noise on a "clean" sample
+MIXED_WITH_NOISE = ("haze", "rain", "blur", "lowlight")  # two-degradation samples: one of these, then noise
+VALIDATION_SHARE = 20  # every 20th photo (sorted by path) is held out for validation
+
+
+@dataclass(frozen=True)
+class DetectorRecipe:
+    steps: int = 1500  # optimiser steps
+    batch_size: int = 32  # samples per step
+    lr: float = 2e-3  # peak learning rate (AdamW, cosine decay to lr / 100)
+    seed: int = 0  # seeds the initial weights and every sample
+    clean_share: float = 0.25  # share of samples left clean
+    mixed_share: float = 0.2  # share of samples with two degradations
+    jpeg_share: float = 0.25  # share of samples JPEG-compressed (quality 75-95) after degrading
+    val_samples: int = 600  # seeded validation samples from the held-out photos
+    workers: int = 1  # DataLoader processes making samples while the network trains
+
+
+@dataclass
+class DetectorReport:
+    """What a training run did and how well the result detects the held-out photos' synthetic degradations."""
+
+    train_photos: int
+    val_photos: int
+    steps: int
+    seconds: float
+    final_loss: float
+    val_accuracy: float = math.nan  # the decision (set of families, or clean) exactly right
+    val_per_label: dict[str, tuple[int, int]] = field(default_factory=dict)  # label -> (right, total)
+
+    def to_json(self) -> dict:
+        return {"train_photos": self.train_photos, "val_photos": self.val_photos, "steps": self.steps,
+                "seconds": round(self.seconds, 1), "final_loss": round(self.final_loss, 5),
+                "val_accuracy": round(self.val_accuracy, 4),
+                "val_per_label": {label: list(counts) for label, counts in self.val_per_label.items()}}
+
+
+def load_photos(folders: Sequence[Path]) -> tuple[list[np.ndarray], list[Path]]:
+    """Every readable image under ``folders`` as uint8 H x W x 3 (sorted by path), and the paths skipped."""
+    paths: list[Path] = []
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise InputError(f"--clean-dir {folder}: no such folder")
+        paths += list_images(Path(folder), recursive=True)
+    photos, skipped = [], []
+    for path in sorted(paths):
+        try:
+            pixels = read_image(path).pixels.permute(1, 2, 0).numpy()
+        except InputError:
+            skipped.append(path)
+            continue
+        photos.append(np.ascontiguousarray((pixels * 255).round().astype(np.uint8)))
+    if len(photos) < 2:
+        raise InputError(f"training the detector needs clean photos (at least 2, hundreds for a useful one); found "
+                         f"{len(photos)} in {', '.join(map(str, folders))}")
+    return photos, skipped
+
+
+def split_photos(photos: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(training, validation): every VALIDATION_SHARE-th photo held out, at least one."""
+    val = photos[::VALIDATION_SHARE]
+    train = [photo for index, photo in enumerate(photos) if index % VALIDATION_SHARE]
+    return train or val, val
+
+
+def _region(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random region of the photo, after a random downscale (0.5-1) and flip, as float32 in [0, 1]."""
+    image: np.ndarray = photo.astype(np.float32) / 255.0
+    scale = rng.uniform(0.5, 1.0)
+    if rng.random() < 0.5 and min(image.shape[:2]) * scale >= 96:
+        image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                           interpolation=cv2.INTER_AREA)
+    height, width = image.shape[:2]
+    size_h, size_w = min(REGION, height), min(REGION, width)
+    top, left = int(rng.integers(0, height - size_h + 1)), int(rng.integers(0, width - size_w + 1))
+    image = image[top:top + size_h, left:left + size_w]
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image)
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    bgr = (image[..., ::-1] * 255).round().astype(np.uint8)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+    if decoded is None:
+        return image
+    return decoded[..., ::-1].astype(np.float32) / 255.0
+
+
+def make_sample(photo: np.ndarray, recipe: DetectorRecipe, config: DetectorConfig,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(crops, thumbnail, family targets, noise sigma or 0) of one seeded training sample."""
+    image = _region(photo, rng)
+    families: list[str] = []
+    draw = rng.random()
+    if draw >= recipe.clean_share:
+        families.append(str(rng.choice(config.families)))
+        if draw >= 1.0 - recipe.mixed_share and families[0] in MIXED_WITH_NOISE:
+            families.append("noise")
+    sigma = 0.0
+    for family in families:
+        if family == "noise":
+            sigma = float(math.exp(rng.uniform(math.log(NOISE_RANGE[0]), math.log(NOISE_RANGE[1]))))
+            image = gaussian_noise(image, sigma, rng)
+        else:
+            image = synthesize(image, family, rng)
+    if not families and rng.random() < 0.5:
+        image = gaussian_noise(image, rng.uniform(0.0, CLEAN_NOISE), rng)
+    if rng.random() < recipe.jpeg_share:
+        image = _jpeg(image, int(rng.integers(75, 96)))
+    image = (np.clip(image, 0, 1) * 255).round().astype(np.float32) / 255.0  # photos are 8-bit
+    target = np.array([family in families for family in config.families], dtype=np.float32)
+    return (random_crops(image, config.crop, config.crops, rng), thumbnail(image, config.thumbnail), target, sigma)
+
+
+class SyntheticSamples(Dataset):
+    """Sample ``index`` of a run: seeded by (seed, stream, index), so workers never change a batch."""
+
+    def __init__(self, photos: list[np.ndarray], count: int, recipe: DetectorRecipe, config: DetectorConfig,
+                 stream: int) -> None:
+        self.photos, self.count, self.recipe, self.config, self.stream = photos, count, recipe, config, stream
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.recipe.seed, self.stream, index])
+        photo = self.photos[int(rng.integers(len(self.photos)))]
+        crops, thumb, target, sigma = make_sample(photo, self.recipe, self.config, rng)
+        return (torch.from_numpy(crops).permute(0, 3, 1, 2), torch.from_numpy(thumb).permute(2, 0, 1),
+                torch.from_numpy(target), torch.tensor(sigma, dtype=torch.float32))
+
+
+def _loss(net: DetectorNet, batch) -> torch.Tensor:
+    crops, thumbs, targets, sigmas = batch
+    logits, log_sigma = net(crops, thumbs)
+    loss = F.binary_cross_entropy_with_logits(logits, targets)
+    noisy = sigmas > 0
+    if noisy.any():
+        loss = loss + 0.5 * F.mse_loss(log_sigma[noisy], sigmas[noisy].log())
+    return loss
+
+
+StepCallback = Callable[[int, int, float], None]  # (step, total steps, loss)
+
+
+def train_detector(photos: list[np.ndarray], recipe: DetectorRecipe = DetectorRecipe(),
+                   config: DetectorConfig = DetectorConfig(), on_step: StepCallback | None = None) -> tuple[
+                       Detector, DetectorReport]:
+    """Train a detector from clean photos (uint8 H x W x 3); validate on the held-out ones."""
+    if recipe.steps < 1 or recipe.batch_size < 1:
+        raise InputError("--steps and --batch-size must be at least 1")
+    train, val = split_photos(photos)
+    torch.manual_seed(recipe.seed)
+    net = DetectorNet(config)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=recipe.lr, total_steps=recipe.steps,
+                                                   pct_start=0.05, final_div_factor=100)
+    samples = SyntheticSamples(train, recipe.steps * recipe.batch_size, recipe, config, stream=0)
+    loader = DataLoader(samples, batch_size=recipe.batch_size, num_workers=recipe.workers,
+                        persistent_workers=False)
+    started, loss_value = time.perf_counter(), math.nan
+    net.train()
+    for step, batch in enumerate(loader, start=1):
+        loss = _loss(net, batch)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise InputError(f"the detector's training diverged at step {step} (loss {loss_value}): lower --lr")
+        if on_step:
+            on_step(step, recipe.steps, loss_value)
+    detector = Detector(net.eval())
+    report = DetectorReport(len(train), len(val), recipe.steps, time.perf_counter() - started, loss_value)
+    validate(detector, val, recipe, report)
+    return detector, report
+
+
+def validate(detector: Detector, photos: list[np.ndarray], recipe: DetectorRecipe, report: DetectorReport) -> None:
+    """Decision accuracy on seeded synthetic samples of held-out photos, overall and per true label."""
+    samples = SyntheticSamples(photos, recipe.val_samples, recipe, detector.config, stream=1)
+    right = 0
+    for index in range(len(samples)):
+        crops, thumb, target, _ = samples[index]
+        with torch.inference_mode():
+            logits, log_sigma = detector.net(crops[None], thumb[None])
+        probabilities = torch.sigmoid(logits[0])
+        detection = decide({name: float(p) for name, p in zip(detector.config.families, probabilities, strict=True)},
+                           float(log_sigma.exp()))
+        truth = "+".join(sorted((name for name, t in zip(detector.config.families, target, strict=True) if t),
+                                key=RESTORE_ORDER.index)) or "clean"
+        guess = detection.label
+        hits, total = report.val_per_label.get(truth, (0, 0))
+        report.val_per_label[truth] = (hits + (truth == guess), total + 1)
+        right += truth == guess
+    report.val_accuracy = right / max(1, len(samples))

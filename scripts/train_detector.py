@@ -1,0 +1,99 @@
+"""Reproduce the degradation detector shipped in dfpir_cli/assets/detector/ (issue 16).
+
+Run from the repository root with the project's venv::
+
+    .venv/bin/python scripts/train_detector.py --photos /work/data/train/clean      # ~15 min on 2 CPU cores, ships
+    .venv/bin/python scripts/train_detector.py --photos DIR --steps 20 --no-ship --output runs/smoke
+
+What it does:
+
+1. Exports the package photos the default model trained on (scripts/train_default_model.py's
+   ``export_photos``: scikit-image, scikit-learn and matplotlib photos; none of the synthetic benchmark's).
+2. Takes ``--photos``: clean training photos exported by scripts/fetch_training_photos.py (BSD400 grey crops,
+   T91, BSD200 minus every image that equals or is a crop of a real test image). As a second guard, any photo
+   whose pixels equal a real test image's (``--realsets``, default $DFPIR_REALSETS, else ../shared/realsets) stops the run.
+3. Runs ``dfpir train-detector`` on both folders with :data:`TRAIN_ARGS` (seed 0) and copies the result into
+   dfpir_cli/assets/detector/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSET_DIR = ROOT / "dfpir_cli" / "assets" / "detector"
+SEED = 0
+TRAIN_ARGS = ["--steps", "1500", "--batch-size", "32", "--lr", "2e-3", "--seed", str(SEED), "--workers", "1",
+              "--val-samples", "600"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _pixel_hashes(folder: Path) -> dict[str, Path]:
+    hashes = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                hashes[hashlib.sha256(image.tobytes()).hexdigest()] = path
+    return hashes
+
+
+def check_no_test_images(folders: list[Path], realsets: Path) -> None:
+    """Stop if any training photo has exactly the pixels of a real test image."""
+    if not realsets.is_dir():
+        print(f"note: {realsets} not found; relying on fetch_training_photos.py's check alone")
+        return
+    tests = _pixel_hashes(realsets)
+    for folder in folders:
+        for digest, path in _pixel_hashes(folder).items():
+            if digest in tests:
+                raise SystemExit(f"{path} equals the test image {tests[digest]}: remove it before training")
+    print(f"checked: no training photo equals any of the {len(tests)} images in {realsets}")
+
+
+def export_package_photos(folder: Path) -> int:
+    spec = importlib.util.spec_from_file_location("train_default_model", ROOT / "scripts" / "train_default_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return len(module.export_photos(folder))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, required=True, help="clean training photos (fetch_training_photos.py)")
+    parser.add_argument("--output", type=Path, default=ROOT / "runs" / "detector")
+    parser.add_argument("--realsets", type=Path, default=Path(os.environ.get("DFPIR_REALSETS") or
+                                                              ROOT.parent / "shared" / "realsets"))
+    parser.add_argument("--steps", type=int, default=None, help="override --steps of TRAIN_ARGS (smoke runs)")
+    parser.add_argument("--no-ship", action="store_true", help="train only; leave dfpir_cli/assets alone")
+    args = parser.parse_args()
+
+    package = args.output / "package-photos"
+    print(f"exported {export_package_photos(package)} package photos to {package}")
+    check_no_test_images([package, args.photos], args.realsets)
+    train_args = list(TRAIN_ARGS)
+    if args.steps is not None:
+        train_args[train_args.index("--steps") + 1] = str(args.steps)
+    command = [sys.executable, "-m", "dfpir_cli", "train-detector", "--clean-dir", str(package),
+               "--clean-dir", str(args.photos), "--output", str(args.output / "detector"), *train_args]
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+    if not args.no_ship:
+        ASSET_DIR.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "model.safetensors"):
+            shutil.copyfile(args.output / "detector" / name, ASSET_DIR / name)
+        print(f"shipped {args.output / 'detector'} to {ASSET_DIR}")
+
+
+if __name__ == "__main__":
+    main()
