@@ -18,7 +18,8 @@ from .commands.train_detector import train_detector_command
 app = typer.Typer(
     name="dfpir",
     help="Restore degraded photos (noise, rain, haze, motion blur, low light) with DFPIR, one all-in-one "
-         "network guided by a degradation prompt (Tian et al., CVPR 2025).",
+         "network guided by a degradation prompt (Tian et al., CVPR 2025); a small detector names each "
+         "photo's degradation when you do not.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -47,9 +48,9 @@ app.command("info")(info.info)
 app.command("fetch-weights")(fetch_weights.fetch_weights)
 app.command("push-weights")(push_weights.push_weights)
 app.command("restore")(restore_command.restore)
+app.command("detect")(detect_command.detect)
 app.command("eval")(eval_command)
 app.command("train")(train_command.train)
-app.command("detect")(detect_command.detect)
 app.command("train-detector")(train_detector_command)
 
 

@@ -2,7 +2,7 @@
 
 Run from the repository root with the project's venv::
 
-    .venv/bin/python scripts/train_detector.py --photos /work/data/train/clean      # ~15 min on 2 CPU cores, ships
+    .venv/bin/python scripts/train_detector.py --photos /work/data/train/clean      # ~20 min on 2 CPU cores, ships
     .venv/bin/python scripts/train_detector.py --photos DIR --steps 20 --no-ship --output runs/smoke
 
 What it does:
@@ -32,8 +32,8 @@ import cv2
 ROOT = Path(__file__).resolve().parent.parent
 ASSET_DIR = ROOT / "dfpir_cli" / "assets" / "detector"
 SEED = 0
-TRAIN_ARGS = ["--steps", "1500", "--batch-size", "32", "--lr", "2e-3", "--seed", str(SEED), "--workers", "1",
-              "--val-samples", "600"]
+TRAIN_ARGS = ["--steps", "1500", "--batch-size", "32", "--lr", "2e-3", "--seed", str(SEED), "--workers", "2",
+              "--realistic-share", "0.5", "--faint-share", "0", "--val-samples", "300"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 

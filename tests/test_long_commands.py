@@ -113,3 +113,18 @@ def test_eval_on_the_synthetic_benchmark(tmp_path: Path, micro_checkpoint: Path)
                  tmp_path, DEADLINE)
     scores = json.loads(result.stdout)
     assert [s["degradation"] for s in scores["sets"]] == ["noise25", "haze"], result.stderr
+
+
+def test_train_a_detector_then_detect_and_restore_auto(tmp_path: Path, photos: Path, micro_checkpoint: Path) -> None:
+    detector = tmp_path / "detector"
+    trained = run([*DFPIR, "train-detector", "--clean-dir", photos, "--steps", "3", "--batch-size", "4",
+                   "--val-samples", "8", "-o", detector, "--json"], tmp_path, DEADLINE)  # default workers
+    assert json.loads(trained.stdout)["steps"] == 3 and (detector / "model.safetensors").is_file()
+    detected = json.loads(run([*DFPIR, "detect", photos, "--detector", detector, "--json"], tmp_path,
+                              DEADLINE).stdout)
+    assert sum(detected["counts"].values()) == 4 and detected["failed"] == 0
+    result = run([*DFPIR, "restore", photos, "-w", micro_checkpoint, "--detector", detector, "-o", tmp_path / "out",
+                  "--device", "cpu", "--json"], tmp_path, DEADLINE)  # no --degradation: auto
+    summary = json.loads(result.stdout)
+    assert summary["processed"] + summary["clean"] == 4 and summary["failed"] == 0
+    assert sum(summary["detected"].values()) == 4

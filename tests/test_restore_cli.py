@@ -169,8 +169,8 @@ def test_unknown_degradation_is_a_usage_error(tmp_path, micro_checkpoint):
     assert result.exit_code == 2
     assert "sunburn" in result.output and "hazy" in result.output  # lists what it knows, with aliases
     assert not (tmp_path / "out").exists()
-    result = run(tmp_path / "a.png", "-w", micro_checkpoint, "-o", tmp_path / "out")
-    assert result.exit_code == 2 and "--degradation" in result.output
+    code, summary = run_json(tmp_path / "a.png", "-w", micro_checkpoint, "-o", tmp_path / "out")  # no -d: auto
+    assert code == 0 and sum(summary["detected"].values()) == 1 and summary["prompt"] == "auto (detected per photo)"
 
 
 def test_missing_paths_and_empty_folders(tmp_path, micro_checkpoint):

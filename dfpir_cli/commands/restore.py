@@ -89,7 +89,8 @@ def _print_quiet_summary(summary: RestoreSummary, output: Path) -> None:
     for result in summary.results:
         if result.status == "failed":
             err_console.print(f"[red]failed:[/] {result.source}: {result.reason}", highlight=False, soft_wrap=True)
-    console.print(f"{summary.count('processed')} restored, {summary.count('skipped')} skipped, "
+    clean = f"{summary.count('clean')} clean (copied), " if summary.detected else ""
+    console.print(f"{summary.count('processed')} restored, {clean}{summary.count('skipped')} skipped, "
                   f"{summary.count('failed')} failed; outputs in {output}", highlight=False, soft_wrap=True)
 
 

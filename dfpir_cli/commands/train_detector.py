@@ -28,6 +28,13 @@ def train_detector_command(
     val_samples: Annotated[int, typer.Option(
         "--val-samples", help="Synthetic samples of the held-out photos scored at the end.", min=1)] = (
             DetectorRecipe.val_samples),
+    realistic_share: Annotated[float, typer.Option(
+        "--realistic-share", help="Share of rain, haze and low light made by the realistic synthesis (matched to "
+                                  "the real test sets) rather than the benchmark's classic one.", min=0.0,
+        max=1.0)] = DetectorRecipe.realistic_share,
+    faint_share: Annotated[float, typer.Option(
+        "--faint-share", help="Share of rain and haze weakened to 30-100% of the synthesised change (drizzle, "
+                              "thin haze).", min=0.0, max=1.0)] = DetectorRecipe.faint_share,
     workers: Annotated[int, typer.Option(
         "--workers", help="Processes making samples while the network trains (0: in the main process).",
         min=0)] = DetectorRecipe.workers,
@@ -37,7 +44,8 @@ def train_detector_command(
     """Train the degradation detector that `dfpir detect` and `restore --degradation auto` use.
 
     Each sample is a region of a clean photo left clean or degraded by dfpir's seeded synthesis (noise
-    sigma 12-55, rain, haze, motion blur, low light, or one of those then noise), sometimes JPEG-compressed.
+    sigma 12-55, rain, haze, motion blur, low light, or one of those then noise; classic or realistic, rain
+    and haze sometimes faint), sometimes JPEG-compressed. Every 20th photo is held out and scored at the end.
     scripts/train_detector.py is the recipe of the shipped detector.
 
     Exit codes: 0 trained and written; 2 usage error (no photos, bad option).
@@ -48,7 +56,7 @@ def train_detector_command(
             err_console.print(f"[yellow]{len(skipped)} unreadable file(s) skipped[/], e.g. {skipped[0]}",
                               highlight=False)
         recipe = DetectorRecipe(steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_samples=val_samples,
-                                workers=workers)
+                                realistic_share=realistic_share, faint_share=faint_share, workers=workers)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err_console, disable=quiet or as_json or not is_interactive()) as progress:

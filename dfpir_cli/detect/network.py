@@ -31,15 +31,15 @@ class DetectorConfig:
         return cls(**known)
 
 
+def _conv(inputs: int, outputs: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(inputs, outputs, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(outputs),
+            nn.ReLU(inplace=True)]
+
+
 def _branch(width: int) -> nn.Sequential:
     """Five 3x3 convolutions, three of them strided (the first sees every pixel: noise is per pixel)."""
-    return nn.Sequential(
-        nn.Conv2d(3, width // 2, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(inplace=True),
-    )
+    return nn.Sequential(*_conv(3, width // 2), *_conv(width // 2, width, 2), *_conv(width, width, 2),
+                         *_conv(width, 2 * width, 2), *_conv(2 * width, 2 * width))
 
 
 def _pool(features: torch.Tensor) -> torch.Tensor:

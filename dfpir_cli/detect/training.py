@@ -25,6 +25,7 @@ from ..datasets import list_images
 from ..errors import InputError
 from ..imageio import read_image
 from ..synthesis import gaussian_noise, synthesize
+from ..training import loader_processes
 from .detector import RESTORE_ORDER, Detector, decide
 from .network import DetectorConfig, DetectorNet
 from .views import random_crops, thumbnail
@@ -32,6 +33,7 @@ from .views import random_crops, thumbnail
 REGION = 192  # side of the photo region a sample is synthesised on
 NOISE_RANGE = (12.0, 55.0)  # sigma of the noise family (the prompts cover 15-50)
 CLEAN_NOISE = 4.0  # at most this much noise on a "clean" sample
+FAINT = ("rain", "haze")  # families whose strength varies most in real photos (drizzle to downpour, mist to fog)
 MIXED_WITH_NOISE = ("haze", "rain", "blur", "lowlight")  # two-degradation samples: one of these, then noise
 VALIDATION_SHARE = 20  # every 20th photo (sorted by path) is held out for validation
 
@@ -45,6 +47,8 @@ class DetectorRecipe:
     clean_share: float = 0.25  # share of samples left clean
     mixed_share: float = 0.2  # share of samples with two degradations
     jpeg_share: float = 0.25  # share of samples JPEG-compressed (quality 75-95) after degrading
+    realistic_share: float = 0.5  # share of rain, haze and low light made by the realistic synthesis (else classic)
+    faint_share: float = 0.5  # share of rain and haze weakened (30-100% of the synthesised change): light rain, thin haze
     val_samples: int = 600  # seeded validation samples from the held-out photos
     workers: int = 1  # DataLoader processes making samples while the network trains
 
@@ -132,12 +136,16 @@ def make_sample(photo: np.ndarray, recipe: DetectorRecipe, config: DetectorConfi
         if draw >= 1.0 - recipe.mixed_share and families[0] in MIXED_WITH_NOISE:
             families.append("noise")
     sigma = 0.0
+    model = "realistic" if rng.random() < recipe.realistic_share else "classic"
     for family in families:
         if family == "noise":
             sigma = float(math.exp(rng.uniform(math.log(NOISE_RANGE[0]), math.log(NOISE_RANGE[1]))))
             image = gaussian_noise(image, sigma, rng)
         else:
-            image = synthesize(image, family, rng)
+            degraded = synthesize(image, family, rng, model)
+            if family in FAINT and rng.random() < recipe.faint_share:
+                degraded = image + np.float32(rng.uniform(0.3, 1.0)) * (degraded - image)
+            image = degraded
     if not families and rng.random() < 0.5:
         image = gaussian_noise(image, rng.uniform(0.0, CLEAN_NOISE), rng)
     if rng.random() < recipe.jpeg_share:
@@ -171,7 +179,7 @@ def _loss(net: DetectorNet, batch) -> torch.Tensor:
     loss = F.binary_cross_entropy_with_logits(logits, targets)
     noisy = sigmas > 0
     if noisy.any():
-        loss = loss + 0.5 * F.mse_loss(log_sigma[noisy], sigmas[noisy].log())
+        loss = loss + 0.1 * F.mse_loss(log_sigma[noisy], sigmas[noisy].log())
     return loss
 
 
@@ -191,8 +199,7 @@ def train_detector(photos: list[np.ndarray], recipe: DetectorRecipe = DetectorRe
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=recipe.lr, total_steps=recipe.steps,
                                                    pct_start=0.05, final_div_factor=100)
     samples = SyntheticSamples(train, recipe.steps * recipe.batch_size, recipe, config, stream=0)
-    loader = DataLoader(samples, batch_size=recipe.batch_size, num_workers=recipe.workers,
-                        persistent_workers=False)
+    loader = DataLoader(samples, batch_size=recipe.batch_size, **loader_processes(recipe.workers))
     started, loss_value = time.perf_counter(), math.nan
     net.train()
     for step, batch in enumerate(loader, start=1):

@@ -1,0 +1,273 @@
+"""The degradation detector: its decisions, `dfpir detect`, `restore --degradation auto` and chains, `eval -g auto`.
+
+Most tests use detectors whose answer is fixed (a head with zero weights and chosen biases), so what auto mode
+does with a decision is tested apart from how well a trained detector decides; test_realsets.py guards that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import MICRO, make_prompts
+from typer.testing import CliRunner
+
+from dfpir_cli.checkpoint import save_checkpoint
+from dfpir_cli.cli import app
+from dfpir_cli.detect import (
+    CHAIN,
+    DEFAULT_DETECTOR,
+    FAMILIES,
+    PRESENT,
+    Detector,
+    DetectorConfig,
+    DetectorNet,
+    decide,
+    known_families,
+    noise_prompt,
+    parse_chain,
+    plan_prompts,
+)
+from dfpir_cli.detect.training import DetectorRecipe, make_sample
+from dfpir_cli.errors import CheckpointError, InputError
+from dfpir_cli.imageio import read_image
+from dfpir_cli.model import DFPIR
+from dfpir_cli.prompts import FIVE_TASK, THREE_TASK
+from dfpir_cli.restore import Restorer
+from dfpir_cli.weights import resolve_weights
+
+runner = CliRunner()
+SMALL = DetectorConfig(width=8, hidden=8, crops=2)
+
+
+def fixed_detector(folder: Path, sigma: float = 25.0, **probabilities: float) -> Path:
+    """A detector that answers ``probabilities`` (family -> p, others 0.001) and ``sigma`` for every photo."""
+    net = DetectorNet(SMALL)
+    last = net.head[-1]
+    assert isinstance(last, torch.nn.Linear)
+    with torch.no_grad():
+        last.weight.zero_()
+        logits = [math.log(p / (1 - p)) for p in (probabilities.get(family, 0.001) for family in FAMILIES)]
+        last.bias.copy_(torch.tensor([*logits, math.log(sigma)]))
+    Detector(net).save(folder)
+    return folder
+
+
+def write_photo(path: Path, seed: int = 0, size: tuple[int, int] = (40, 56)) -> Path:
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8), size[::-1], interpolation=cv2.INTER_LINEAR)
+    cv2.imwrite(str(path), base)
+    return path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = DFPIR(MICRO).eval()
+    folder = tmp_path_factory.mktemp("ckpt") / "micro"
+    save_checkpoint(folder, model, make_prompts(MICRO.text_dim))
+    return folder
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in range(3):
+        write_photo(folder / f"p{seed}.png", seed)
+    return folder
+
+
+# --- decisions ---------------------------------------------------------------------------------------------------
+
+def test_the_top_family_is_chosen_and_a_second_only_when_likely() -> None:
+    assert decide({"noise": 0.9, "haze": 0.2}, 30).families == ("noise",)
+    assert decide({"noise": 0.9, "haze": CHAIN}, 30).families == ("noise", "haze")  # restore order, not rank
+    assert decide({"haze": 0.95, "noise": CHAIN - 0.01}, 30).families == ("haze",)
+    two = decide({"lowlight": 0.8, "noise": 0.9, "rain": 0.75}, 40)
+    assert two.families == ("noise", "lowlight") and two.label == "noise+lowlight" and two.noise_sigma == 40
+    assert two.confidence == pytest.approx(0.8)
+
+
+def test_nothing_likely_is_clean_with_its_probability() -> None:
+    detection = decide({"noise": 0.1, "rain": 0.3}, 20)
+    assert detection.families == () and detection.label == "clean" and detection.noise_sigma is None
+    assert detection.probabilities["clean"] == pytest.approx(0.9 * 0.7)
+    assert detection.confidence == pytest.approx(0.63) and detection.low_confidence
+    assert detection.ranked()[0] == ("clean", pytest.approx(0.63))
+    assert decide({"noise": 0.1, "rain": PRESENT - 0.01}, 20).label == "clean"
+
+
+def test_the_noise_prompt_follows_the_estimated_level() -> None:
+    assert [noise_prompt(sigma, FIVE_TASK) for sigma in (8, 18, 24, 34, 40, 90)] == [
+        "noise15", "noise15", "noise25", "noise25", "noise50", "noise50"]
+    assert noise_prompt(None, FIVE_TASK) == "noise25"
+    with pytest.raises(InputError, match="no noise prompt"):
+        noise_prompt(20, ("haze", "rain"))
+
+
+def test_plans_use_only_what_the_checkpoint_knows() -> None:
+    assert known_families(THREE_TASK) == ("noise", "rain", "haze")
+    detection = decide({"noise": 0.9, "haze": 0.8}, 48)
+    assert plan_prompts(detection, FIVE_TASK) == ("noise50", "haze")
+    assert plan_prompts(decide({}, 0), FIVE_TASK) == ()
+
+
+def test_chains_are_parsed_in_the_order_written() -> None:
+    assert parse_chain("haze+noise") == ("haze", "noise25")
+    assert parse_chain(" dark + sigma15 ") == ("lowlight", "noise15")
+    for bad, message in (("haze+", "join names"), ("haze+foggy", "twice")):
+        with pytest.raises(InputError, match=message):
+            parse_chain(bad)
+
+
+def test_training_samples_carry_their_labels() -> None:
+    photo = np.random.default_rng(0).integers(0, 256, (120, 150, 3), dtype=np.uint8)
+    recipe = DetectorRecipe()
+    seen = set()
+    for index in range(40):
+        crops, thumb, target, sigma = make_sample(photo, recipe, SMALL, np.random.default_rng([0, index]))
+        assert crops.shape == (SMALL.crops, SMALL.crop, SMALL.crop, 3) and thumb.shape == (64, 64, 3)
+        assert (sigma > 0) == bool(target[FAMILIES.index("noise")])
+        seen.add(tuple(target))
+    assert len(seen) >= 5  # clean, single families and noisy pairs all occur
+
+
+# --- the detector folder -----------------------------------------------------------------------------------------
+
+def test_a_detector_round_trips_and_refuses_other_folders(tmp_path: Path, checkpoint: Path) -> None:
+    folder = fixed_detector(tmp_path / "det", haze=0.9)
+    detection = Detector.load(folder).detect(np.full((50, 70, 3), 0.5, np.float32))
+    assert detection.label == "haze" and detection.probabilities["haze"] == pytest.approx(0.9, abs=1e-3)
+    with pytest.raises(CheckpointError, match="not a detector config"):
+        Detector.load(checkpoint)
+    with pytest.raises(CheckpointError, match="is not a detector"):
+        Detector.load(tmp_path)
+
+
+def test_the_shipped_detector_loads_and_is_small() -> None:
+    detector = Detector.load()
+    assert sum(path.stat().st_size for path in DEFAULT_DETECTOR.iterdir()) < 1_000_000
+    assert detector.config.families == FAMILIES
+    assert detector.detect(np.zeros((10, 10, 3), np.float32)).label  # a tiny photo is padded, not refused
+
+
+# --- dfpir detect ------------------------------------------------------------------------------------------------
+
+def test_detect_lists_each_photo(tmp_path: Path, photos: Path) -> None:
+    detector = fixed_detector(tmp_path / "det", sigma=45, noise=0.95, lowlight=0.8)
+    (photos / "broken.png").write_bytes(b"not a png")
+    result = runner.invoke(app, ["detect", str(photos), "--detector", str(detector), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["counts"] == {"noise+lowlight": 3} and report["failed"] == 1
+    first = next(row for row in report["files"] if row["source"].endswith("p0.png"))
+    assert first["detected"] == "noise+lowlight" and first["noise_sigma"] == pytest.approx(45, abs=0.5)
+    assert list(first["probabilities"])[0] == "noise"
+    table = runner.invoke(app, ["detect", str(photos / "p1.png"), "--detector", str(detector)])
+    assert table.exit_code == 0 and "noise" in table.stdout and "95%" in table.stdout
+    nothing = runner.invoke(app, ["detect", str(tmp_path / "missing"), "--detector", str(detector)])
+    assert nothing.exit_code == 2 and "nothing to detect" in nothing.output
+
+
+# --- restore --degradation auto and chains -------------------------------------------------------------------------
+
+def restore(*args: object) -> tuple[int, dict]:
+    result = runner.invoke(app, ["restore", *map(str, args), "--json", "--precision", "fp32"])
+    assert result.exit_code in (0, 1), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_auto_copies_clean_photos_unchanged(tmp_path: Path, photos: Path, checkpoint: Path) -> None:
+    detector = fixed_detector(tmp_path / "det")
+    code, summary = restore(photos, "-w", checkpoint, "--detector", detector, "-o", tmp_path / "out")
+    assert code == 0 and summary["clean"] == 3 and summary["processed"] == 0
+    assert summary["detected"] == {"clean": 3}
+    for source in photos.iterdir():
+        assert digest(tmp_path / "out" / source.name) == digest(source)
+    entry = summary["files"][0]
+    assert entry["status"] == "clean" and entry["detection"]["detected"] == "clean"
+
+
+def test_auto_restores_with_the_detected_prompt(tmp_path: Path, photos: Path, checkpoint: Path) -> None:
+    detector = fixed_detector(tmp_path / "det", haze=0.97)
+    code, auto = restore(photos, "-w", checkpoint, "--detector", detector, "-d", "auto", "-o", tmp_path / "auto")
+    assert code == 0 and auto["processed"] == 3 and auto["detected"] == {"haze": 3} and not auto["low_confidence"]
+    restore(photos, "-w", checkpoint, "-d", "haze", "-o", tmp_path / "oracle")
+    for source in photos.iterdir():
+        assert digest(tmp_path / "auto" / source.name) == digest(tmp_path / "oracle" / source.name)
+
+
+def test_auto_flags_low_confidence(tmp_path: Path, photos: Path, checkpoint: Path) -> None:
+    detector = fixed_detector(tmp_path / "det", rain=0.6)
+    _, summary = restore(photos, "-w", checkpoint, "--detector", detector, "-o", tmp_path / "out")
+    assert summary["detected"] == {"rain": 3} and len(summary["low_confidence"]) == 3
+    table = runner.invoke(app, ["restore", str(photos), "-w", str(checkpoint), "--detector", str(detector),
+                                "-o", str(tmp_path / "out"), "--overwrite", "--precision", "fp32"])
+    assert table.exit_code == 0 and "low confidence (3)" in table.stdout
+
+
+def test_a_chain_is_its_passes_in_order(tmp_path: Path, checkpoint: Path) -> None:
+    photo = write_photo(tmp_path / "in.png")
+    _, chained = restore(photo, "-w", checkpoint, "-d", "noise50+haze", "-o", tmp_path / "chain")
+    assert chained["files"][0]["degradation"] == "noise50+haze" and chained["prompt"] == "noise50 then haze"
+    loaded = resolve_weights(str(checkpoint), "cpu")
+    pixels = read_image(photo).pixels
+    restorer = Restorer(loaded, loaded.prompts.code("noise50"), torch.device("cpu"))
+    first = restorer.restore(pixels)
+    restorer.code = loaded.prompts.code("haze").reshape(1, -1).float()
+    both = restorer.restore(pixels, names=("noise50", "haze"))
+    assert torch.equal(both, restorer.restore(first))  # the second pass reads the first's float output
+    written = read_image(tmp_path / "chain" / "in.png").pixels
+    assert (written - both).abs().max() <= 0.5 / 255 + 1e-6
+    detector = fixed_detector(tmp_path / "det", sigma=50, noise=0.9, haze=0.85)
+    _, auto = restore(photo, "-w", checkpoint, "--detector", detector, "-o", tmp_path / "auto")
+    assert auto["detected"] == {"noise50+haze": 1}
+    assert digest(tmp_path / "auto" / "in.png") == digest(tmp_path / "chain" / "in.png")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-d", "auto", "--prompt", "rain streaks"], "one or the other"),
+    (["-d", "haze+sharpen"], "unknown degradation"),
+])
+def test_bad_auto_and_chain_options_are_usage_errors(tmp_path: Path, photos: Path, checkpoint: Path,
+                                                     args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["restore", str(photos), "-w", str(checkpoint), "-o", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_chain_the_checkpoint_cannot_do_is_refused(tmp_path: Path, photos: Path) -> None:
+    torch.manual_seed(0)
+    folder = tmp_path / "three"
+    save_checkpoint(folder, DFPIR(MICRO), make_prompts(MICRO.text_dim, THREE_TASK))
+    result = runner.invoke(app, ["restore", str(photos), "-w", str(folder), "-d", "noise+lowlight",
+                                 "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "lowlight" in result.output
+
+
+# --- eval -g auto --------------------------------------------------------------------------------------------------
+
+def test_eval_scores_detected_prompts_beside_the_oracle(tmp_path: Path, checkpoint: Path) -> None:
+    detector = fixed_detector(tmp_path / "det", haze=0.95)
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(2):
+        write_photo(images / f"{seed}.png", seed)
+    result = runner.invoke(app, ["eval", "--dataset", "synthetic", "-w", str(checkpoint), "--images", str(images),
+                                 "--size", "32", "-g", "haze", "-g", "rain", "-g", "auto", "--detector",
+                                 str(detector), "--json", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    sets = {entry["degradation"]: entry for entry in json.loads(result.stdout)["sets"]}
+    assert sets["haze"]["detected"] == {"haze": 2} and sets["haze"]["auto_psnr"] == sets["haze"]["psnr"]
+    assert sets["rain"]["detected"] == {"haze": 2} and sets["rain"]["auto_psnr"] != sets["rain"]["psnr"]
