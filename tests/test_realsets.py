@@ -48,9 +48,10 @@ def test_default_model_holds_its_real_benchmark_scores(realsets_dir: Path, defau
 
 
 # The shipped degradation detector on the first images of each real split: (set, images) -> (truth, floor of the
-# count it names right). Floors are its counts when it was shipped, less one image.
+# count it names right). Floors are its counts when it was shipped (9, 10, 10, 10, 10, 10, 2, 2), less one image
+# (the two SOTS pairs: none).
 DETECTOR_FLOORS: dict[tuple[str, int], tuple[str, int]] = {
-    ("Rain100L/input", 10): ("rain", 9),
+    ("Rain100L/input", 10): ("rain", 8),
     ("Rain100L/target", 10): ("clean", 9),
     ("LOL/low", 10): ("lowlight", 9),
     ("LOL/high", 10): ("clean", 9),
