@@ -70,6 +70,27 @@ def _axis_plan(length: int, size: int, overlap: int) -> list[tuple[int, torch.Te
     return [(start, weight / total[start:start + size]) for start, weight in zip(starts, windows, strict=True)]
 
 
+def fitted_tile(length: int, size: int, overlap: int, multiple: int) -> int:
+    """The smallest tile side (a multiple of ``multiple``, at most ``size``) that needs no more tiles along an
+    axis of ``length`` than ``size`` does, with every overlap still at least ``overlap`` wide.
+
+    Tiles of the largest size cover a 4000 px side in 9 tiles of 512 (4608 px computed, 15% waste); 9 tiles
+    of 480 cover it too (8%). Same number of forward passes, fewer pixels each: less work for the same seams.
+    """
+    if size >= length:
+        return size
+    count = 1 + math.ceil((length - size) / (size - overlap))
+    needed = math.ceil((length + (count - 1) * overlap) / count)
+    return min(size, _round_up(needed, multiple))
+
+
+def tile_shape(height: int, width: int, tile: int, overlap: int, multiple: int) -> tuple[int, int]:
+    """(height, width) of the tiles :func:`restore_tiled` cuts an image into with tiles of side ``tile``."""
+    tile = max(multiple, tile // multiple * multiple)
+    size_h, size_w = min(tile, _round_up(height, multiple)), min(tile, _round_up(width, multiple))
+    return fitted_tile(height, size_h, overlap, multiple), fitted_tile(width, size_w, overlap, multiple)
+
+
 def _pad_to(tile: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Reflect-pad a tile at its bottom/right up to (height, width); replicate where reflect cannot reach."""
     pad_h, pad_w = height - tile.shape[-2], width - tile.shape[-1]
@@ -114,7 +135,7 @@ def restore_tiled(model: DFPIR, image: torch.Tensor, codes: torch.Tensor, tile: 
         tile = max(multiple, tile // multiple * multiple)
         if overlap < 0 or overlap >= tile:
             raise InputError(f"tile overlap must be at least 0 and smaller than the tile ({tile}), not {overlap}")
-        size_h, size_w = min(tile, _round_up(height, multiple)), min(tile, _round_up(width, multiple))
+        size_h, size_w = tile_shape(height, width, tile, overlap, multiple)
         rows, columns = _axis_plan(height, size_h, overlap), _axis_plan(width, size_w, overlap)
         jobs = [(b, row, column) for b in range(batch) for row in rows for column in columns]
         output = torch.zeros((batch, model.config.out_channels, height, width), dtype=torch.float32,
@@ -138,9 +159,17 @@ def count_tiles(height: int, width: int, tile: int | None, overlap: int, multipl
     """How many forward passes (per image) :func:`restore_tiled` makes for this size: for progress displays."""
     if tile is None or (tile >= height and tile >= width):
         return 1
-    tile = max(multiple, tile // multiple * multiple)
-    size_h, size_w = min(tile, _round_up(height, multiple)), min(tile, _round_up(width, multiple))
+    size_h, size_w = tile_shape(height, width, tile, overlap, multiple)
     return len(_axis_plan(height, size_h, overlap)) * len(_axis_plan(width, size_w, overlap))
+
+
+def computed_pixels(height: int, width: int, tile: int | None, overlap: int,
+                    multiple: int = DFPIR.multiple_of) -> int:
+    """Pixels the network computes for one image (tiles times tile area; the padded image when run whole)."""
+    if tile is None or (tile >= height and tile >= width):
+        return _round_up(height, multiple) * _round_up(width, multiple)
+    size_h, size_w = tile_shape(height, width, tile, overlap, multiple)
+    return count_tiles(height, width, tile, overlap, multiple) * size_h * size_w
 
 
 def _available_host_memory() -> int:

@@ -38,6 +38,8 @@ from dfpir_cli.checkpoint import PromptBank, save_checkpoint
 from dfpir_cli.model import DFPIR, PRESETS
 from dfpir_cli.precision_check import CACHE_ENV
 from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, random_codes
+from dfpir_cli.restore import DEFAULT_OVERLAP
+from dfpir_cli.tiling import computed_pixels, count_tiles, tile_shape
 
 Image.MAX_IMAGE_PIXELS = None
 
@@ -136,6 +138,12 @@ def main() -> None:
     print(f"{width}x{height} = {megapixels:.1f} MP, weights: {described}, "
           f"{args.device}, tile {first['tile']}, {args.rounds} round(s) per variant, "
           f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}, {os.cpu_count()} CPUs")
+    if first["tile"]:
+        overlap = args.overlap if args.overlap is not None else DEFAULT_OVERLAP
+        computed = computed_pixels(height, width, first["tile"], overlap)
+        print(f"tiling: {count_tiles(height, width, first['tile'], overlap)} tiles of "
+              f"{'x'.join(map(str, tile_shape(height, width, first['tile'], overlap, DFPIR.multiple_of)))} px, "
+              f"{computed / (width * height):.3f}x the photo's pixels computed")
     times = {variant: statistics.median(run[0]["seconds"] for run in runs) for variant, runs in results.items()}
     for variant, runs in results.items():
         summary = runs[-1][0]

@@ -10,9 +10,10 @@ from torch import nn
 
 from dfpir_cli.errors import InputError
 from dfpir_cli.model import DFPIR, DFPIRConfig, restore_any_size
-from dfpir_cli.tiling import _axis_plan, auto_tile_size, count_tiles, restore_tiled
+from dfpir_cli.tiling import _axis_plan, auto_tile_size, computed_pixels, count_tiles, fitted_tile, restore_tiled, tile_shape
 
 TILE, OVERLAP = 256, 32
+MICRO_MULTIPLE = DFPIR.multiple_of
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -139,7 +140,7 @@ def test_tiled_agrees_with_untiled_on_a_512px_photo(tiled_and_whole, photo):
 
 def seam_band(length: int, halo: int = 2) -> torch.Tensor:
     """Row boundaries (row i to i+1) within ``halo`` of a tile edge or an overlap centre: where seams show."""
-    plan = _axis_plan(length, TILE, OVERLAP)
+    plan = _axis_plan(length, tile_shape(length, length, TILE, OVERLAP, MICRO_MULTIPLE)[0], OVERLAP)
     lines = [edge for start, weight in plan for edge in (start - 1, start + weight.shape[0] - 1)]
     lines += [(first + weight.shape[0] + second) // 2 - 1
               for (first, weight), (second, _) in zip(plan, plan[1:], strict=False)]
@@ -169,7 +170,8 @@ def test_no_seam_at_tile_borders(tiled_and_whole):
         assert jumps[band].max() <= SEAM_MARGIN * jumps[~band].max(), name
     # The measure has teeth: a step of 3/255 along one tile border is flagged.
     stepped = tiled - whole
-    stepped[..., 256:, :256] += 3 / 255
+    edge = _axis_plan(512, tile_shape(512, 512, TILE, OVERLAP, MICRO_MULTIPLE)[0], OVERLAP)[1][0]
+    stepped[..., edge:, :edge] += 3 / 255
     jumps = jump_profile(stepped)
     assert jumps[band].max() > SEAM_MARGIN * jumps[~band].max()
 
@@ -186,3 +188,18 @@ def test_auto_tile_size_follows_free_memory():
     assert auto_tile_size("cuda", paper, free_bytes=8 * gib, batch_size=4) < sizes[3]
     measured = auto_tile_size("cpu", MICRO)
     assert 64 <= measured <= 512 and measured % 8 == 0
+
+
+def test_tiles_shrink_to_fit_without_more_passes():
+    # 12 MP at 512 px tiles: 7 x 9 passes either way, but 456 x 480 tiles instead of 512 x 512.
+    assert tile_shape(3000, 4000, 512, 32, 8) == (456, 480)
+    assert computed_pixels(3000, 4000, 512, 32) / (3000 * 4000) == pytest.approx(1.149, abs=0.001)  # was 1.377
+    assert count_tiles(3000, 4000, 512, 32) == 7 * 9
+    for length in range(200, 3000, 37):
+        for size, overlap in ((512, 32), (256, 48), (128, 16)):
+            fitted = fitted_tile(length, size, overlap, 8)
+            assert fitted % 8 == 0 and fitted <= max(size, length)
+            assert len(_axis_plan(length, fitted, overlap)) == len(_axis_plan(length, min(size, length), overlap))
+            starts = [start for start, _ in _axis_plan(length, fitted, overlap)]
+            assert all(b - a <= fitted - overlap for a, b in zip(starts, starts[1:], strict=False))  # overlap kept
+    assert computed_pixels(300, 400, None, 32) == 304 * 400  # whole: padded to the network's multiple
