@@ -93,6 +93,10 @@ def _gelu_gate(gate: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """GDFN's ``gelu(gate) * value``; without autograd, in the gate's own memory (no new buffers)."""
     if torch.is_grad_enabled() and (gate.requires_grad or value.requires_grad):
         return F.gelu(gate) * value
+    if gate.dtype != torch.float32 and gate.device.type == "cpu":
+        # The gate is every other half of each pixel's channels: a strided view. PyTorch's CPU GELU does not
+        # vectorise strided bf16, so a dense copy first is 2x faster (measured; the copy is dearer in fp32).
+        gate = gate.contiguous(memory_format=torch.channels_last)
     return torch.ops.aten.gelu_(gate).mul_(value)
 
 
