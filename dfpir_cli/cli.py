@@ -14,7 +14,6 @@ from .commands import train as train_command
 from .commands.common import debug_state
 from .commands.eval import eval_command
 from .commands.train_detector import train_detector_command
-from .device import keep_freed_memory
 
 app = typer.Typer(
     name="dfpir",
@@ -41,7 +40,6 @@ def main(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """dfpir: all-in-one image restoration."""
-    keep_freed_memory()
     if debug:
         debug_state["debug"] = True
 

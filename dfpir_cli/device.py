@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 
 from .errors import InputError
@@ -32,19 +30,3 @@ def pick_device(spec: str = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise InputError(f"unsupported device {spec!r}: use auto, cpu, cuda, cuda:N or mps")
     return device
-
-
-# glibc returns freed heap memory to the system above 128 KiB of slack by default, so every forward pass of a
-# large tile faults its activations' pages in again: measured 7-10 s of system time in a 3 MP restore, 1 s
-# with these (the pages stay mapped until the process ends; peak memory is unchanged).
-_TRIM_THRESHOLD, _TOP_PAD = 1 << 30, 1 << 29  # bytes
-_M_TRIM_THRESHOLD, _M_TOP_PAD = -1, -2  # mallopt parameters (malloc.h)
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to keep freed memory for reuse instead of unmapping it; False where not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)) and bool(libc.mallopt(_M_TOP_PAD, _TOP_PAD))
-    except (OSError, AttributeError):  # not Linux with glibc (macOS, Windows, musl): nothing to tune
-        return False
