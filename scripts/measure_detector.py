@@ -29,42 +29,33 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dfpir_cli.datasets import SHIPPED_PHOTOS, shipped_photos  # noqa: E402
+from dfpir_cli.datasets import SHIPPED_PHOTOS, find_dataset, shipped_photos  # noqa: E402
 from dfpir_cli.detect import RESTORE_ORDER, Detector, plan_prompts  # noqa: E402
-from dfpir_cli.evaluate import EvalOptions, _square, restore_array, synthetic_rng  # noqa: E402
+from dfpir_cli.evaluate import EvalOptions, PairLoader, _square, restore_array, synthetic_rng  # noqa: E402
 from dfpir_cli.imageio import read_image  # noqa: E402
-from dfpir_cli.metrics import score  # noqa: E402
+from dfpir_cli.metrics import PAPER, score  # noqa: E402
 from dfpir_cli.prompts import FIVE_TASK  # noqa: E402
-from dfpir_cli.synthesis import NOISE_SIGMAS, add_gaussian_noise_uint8, gaussian_noise, synthesize  # noqa: E402
+from dfpir_cli.synthesis import NOISE_SIGMAS, gaussian_noise, synthesize  # noqa: E402
 from dfpir_cli.weights import resolve_weights  # noqa: E402
 
 COLUMNS = ("clean", *RESTORE_ORDER, "two")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _pixels(path: Path) -> np.ndarray:
     return np.ascontiguousarray(read_image(path).pixels.permute(1, 2, 0).numpy())
 
 
 def real_rows(realsets: Path) -> list[tuple[str, str, list[np.ndarray]]]:
-    """(row name, true label, images) of the real test splits."""
-    cbsd = _images(realsets / "CBSD68")
-    rows = [("Rain100L input", "rain", [_pixels(p) for p in _images(realsets / "Rain100L" / "input")]),
-            ("LOL low", "lowlight", [_pixels(p) for p in _images(realsets / "LOL" / "low")])]
-    for sigma in (15, 25, 50):
-        stream = np.random.RandomState(0)  # one stream per set in name order, as dfpir eval draws the noise
-        noisy = [add_gaussian_noise_uint8((_pixels(p) * 255).round().astype(np.uint8), sigma, stream) / np.float32(255)
-                 for p in cbsd]
-        rows.append((f"CBSD68 sigma {sigma}", "noise", [image.astype(np.float32) for image in noisy]))
-    rows.append(("SOTS input", "haze", [_pixels(p) for p in _images(realsets / "SOTS" / "input")]))
-    for name, folder in (("CBSD68 clean", realsets / "CBSD68"), ("Rain100L target", realsets / "Rain100L" / "target"),
-                         ("LOL high", realsets / "LOL" / "high"), ("SOTS target", realsets / "SOTS" / "target")):
-        rows.append((name, "clean", [_pixels(p) for p in _images(folder)]))
-    return rows
+    """(row name, true label, images) of the real test splits, read as `dfpir eval` reads them (PairLoader)."""
+    degraded, clean = [], []
+    for name, truth, side, target in (("Rain100L", "rain", "input", "target"), ("LOL", "lowlight", "low", "high"),
+                                      ("CBSD68", "noise", "", "clean"), ("SOTS", "haze", "input", "target")):
+        for test_set in find_dataset(name, realsets / name, (15, 25, 50)):
+            loader = PairLoader(test_set, PAPER.crop_multiple)
+            pairs = [loader.load(index) for index in range(len(test_set.pairs))]
+            sigma = f" sigma {test_set.noise_sigma}" if test_set.noise_sigma else ""
+            degraded.append((f"{name}{sigma} {side}".strip(), truth, [pair[0] for pair in pairs]))
+            if not clean or clean[-1][0] != f"{name} {target}":
+                clean.append((f"{name} {target}", "clean", [pair[1] for pair in pairs]))
+    return degraded + clean
 
 
 def synthetic_rows(seeds: list[int]) -> list[tuple[str, str, list[np.ndarray]]]:
