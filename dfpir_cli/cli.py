@@ -14,6 +14,7 @@ from .commands import train as train_command
 from .commands.common import debug_state
 from .commands.eval import eval_command
 from .commands.train_detector import train_detector_command
+from .device import keep_freed_memory
 
 app = typer.Typer(
     name="dfpir",
@@ -40,6 +41,7 @@ def main(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """dfpir: all-in-one image restoration."""
+    keep_freed_memory()  # tiles and training steps reuse their activations' memory (dfpir_cli.device)
     if debug:
         debug_state["debug"] = True
 

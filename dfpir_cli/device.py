@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+
 import torch
 
 from .errors import InputError
@@ -30,3 +34,33 @@ def pick_device(spec: str = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise InputError(f"unsupported device {spec!r}: use auto, cpu, cuda, cuda:N or mps")
     return device
+
+
+# glibc's malloc serves blocks above its mmap threshold (128 KiB, raised on the fly up to 32 MiB) with fresh
+# mappings and hands them back on free; it also trims the heap's free top above a threshold. A forward pass
+# allocates activations of tens of MiB, so every tile faulted the same pages in again: 160-290 thousand page
+# faults and 0.3-0.6 s of system time per 456x480 tile, measured. With both thresholds at 1 GiB the heap keeps
+# and reuses them: no faults after the first tile, a forward pass 20-30% faster in bf16 and up to 15% in fp32,
+# peak memory unchanged (memory is returned when the process ends). Both must move together: a trim threshold
+# alone switches off glibc's dynamic mmap threshold and leaves it at 128 KiB, which doubles the faults.
+KEEP_FREED_ENV = "DFPIR_KEEP_FREED_MEMORY"  # "0": leave glibc's allocator as it is
+_KEEP_BYTES, _FALLBACK_MMAP_BYTES = 1 << 30, 32 << 20  # older glibc refuses an mmap threshold above 32 MiB
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to keep large freed blocks for reuse instead of unmapping them.
+
+    False (nothing changed) where the allocator is not glibc's (macOS, Windows, musl) or ``$DFPIR_KEEP_FREED_MEMORY``
+    is 0.
+    """
+    if os.environ.get(KEEP_FREED_ENV, "1").strip() == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: nothing to tune
+        return False
+    if not (mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES) or mallopt(_M_MMAP_THRESHOLD, _FALLBACK_MMAP_BYTES)):
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))

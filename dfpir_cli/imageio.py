@@ -45,6 +45,9 @@ EXIF_ORIENTATION = 0x0112
 _LAYOUT_TAGS = (254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325,
                 338, 339, 340, 341, 530, 532, 34675)
 JPEG_QUALITY = 95
+# zlib level of 8-bit PNGs. Pillow's default, 6, takes 7.5 s to write a 12 MP photo on one core of this
+# project's CPU (a tenth of a whole bf16 restore); 3 writes it in 1.6 s, and on real photos costs 2-8% in size.
+PNG_COMPRESS_LEVEL = 3
 
 
 @dataclass
@@ -306,7 +309,9 @@ def encode_image(restored: torch.Tensor, source: LoadedImage, fmt: str) -> bytes
             options["exif"] = source.exif
         if source.icc_profile:
             options["icc_profile"] = source.icc_profile
-    if fmt == "JPEG":
+    if fmt == "PNG":
+        options.update(compress_level=PNG_COMPRESS_LEVEL)
+    elif fmt == "JPEG":
         options.update(quality=JPEG_QUALITY, subsampling=0)
     elif fmt == "WEBP":
         options.update(quality=JPEG_QUALITY)

@@ -14,6 +14,7 @@ weights runs before the timed rounds, in a cache folder of its own, and its time
     .venv/bin/python scripts/bench_restore.py                                  # 4000x3000, auto vs fp32
     .venv/bin/python scripts/bench_restore.py --preset paper --precision bf16,fp32 --rounds 1
     .venv/bin/python scripts/bench_restore.py --size 2000x1500 --precision fp32  # a quarter of the pixels
+    .venv/bin/python scripts/bench_restore.py --allocator both --rounds 1        # + glibc's allocator left as is
     .venv/bin/python scripts/bench_restore.py --device cuda --precision bf16,fp16,fp32 --batch-size 8
 """
 
@@ -35,6 +36,7 @@ import torch
 from PIL import Image
 
 from dfpir_cli.checkpoint import PromptBank, save_checkpoint
+from dfpir_cli.device import KEEP_FREED_ENV
 from dfpir_cli.model import DFPIR, PRESETS
 from dfpir_cli.precision_check import CACHE_ENV
 from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, random_codes
@@ -94,9 +96,13 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the children")
+    parser.add_argument("--allocator", choices=("kept", "both"), default="kept",
+                        help="both: also run each precision with glibc's allocator left as it is "
+                             f"({KEEP_FREED_ENV}=0), to measure what keeping freed memory buys")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
-    variants = [value.strip() for value in args.precision.split(",") if value.strip()]
+    precisions = [value.strip() for value in args.precision.split(",") if value.strip()]
+    variants = precisions + ([f"{value}/glibc" for value in precisions] if args.allocator == "both" else [])
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -117,7 +123,7 @@ def main() -> None:
         for flag, value in (("--tile", args.tile), ("--tile-overlap", args.overlap), ("--batch-size", args.batch_size)):
             options += [flag, str(value)] if value is not None else []
 
-        if "auto" in variants:  # the one-off bf16 check of these weights, outside the timed runs
+        if "auto" in precisions:  # the one-off bf16 check of these weights, outside the timed runs
             small = root / "small.png"
             Image.fromarray(synthetic_photo(64, 64)).save(small)
             _, seconds, _ = run_restore([str(small), *options, "-o", str(root / "warm")], env)
@@ -126,10 +132,12 @@ def main() -> None:
         results: dict[str, list[tuple[dict, float, float]]] = {variant: [] for variant in variants}
         for _ in range(args.rounds):
             for variant in variants:
-                output = root / f"out-{variant}"
-                results[variant].append(run_restore([str(photo), *options, "--precision", variant, "-o", str(output)],
-                                                    env))
-        agreement = {variant: psnr(root / f"out-{variants[0]}" / "photo.png", root / f"out-{variant}" / "photo.png")
+                precision, _, allocator = variant.partition("/")
+                output = root / f"out-{variant.replace('/', '-')}"
+                results[variant].append(run_restore([str(photo), *options, "--precision", precision, "-o", str(output)],
+                                                    {**env, KEEP_FREED_ENV: "0"} if allocator else env))
+        agreement = {variant: psnr(root / f"out-{variants[0]}" / "photo.png",
+                                   root / f"out-{variant.replace('/', '-')}" / "photo.png")
                      for variant in variants}
 
     megapixels = width * height / 1e6
@@ -149,7 +157,9 @@ def main() -> None:
         summary = runs[-1][0]
         seconds = times[variant]
         each = ", ".join(f"{run[0]['seconds']:.1f}" for run in runs)
-        print(f"--precision {variant:>4} (ran {summary['precision']}): restore {seconds:.1f} s median "
+        precision, _, allocator = variant.partition("/")
+        print(f"--precision {precision:>4}{' (glibc allocator as is)' if allocator else ''} "
+              f"(ran {summary['precision']}): restore {seconds:.1f} s median "
               f"({each}), {megapixels / seconds:.3f} MP/s, "
               f"peak RSS {max(run[2] for run in runs):.0f} MiB; speed-up vs {variants[0]}: "
               f"{times[variants[0]] / seconds:.2f}x; output {agreement[variant]:.1f} dB PSNR from {variants[0]}'s")
