@@ -143,6 +143,25 @@ def test_training_samples_carry_their_labels() -> None:
     assert len(seen) >= 5  # clean, single families and noisy pairs all occur
 
 
+def test_only_the_named_families_are_made_faint() -> None:
+    photo = np.random.default_rng(1).integers(0, 256, (120, 150, 3), dtype=np.uint8)
+    rain_only = DetectorRecipe(faint_share=1.0, faint_families=("rain",), jpeg_share=0.0)
+    index = next(i for i in range(200) if make_sample(photo, rain_only, SMALL, np.random.default_rng([0, i]))[2]
+                 .tolist() == [float(family == "haze") for family in FAMILIES])  # a sample that is haze alone
+    def sample(recipe: DetectorRecipe) -> np.ndarray:
+        return make_sample(photo, recipe, SMALL, np.random.default_rng([0, index]))[1]
+    assert np.array_equal(sample(rain_only), sample(DetectorRecipe(faint_share=0.0, faint_families=("rain",),
+                                                                   jpeg_share=0.0)))
+    assert not np.array_equal(sample(rain_only), sample(DetectorRecipe(faint_share=1.0, faint_families=("haze",),
+                                                                       jpeg_share=0.0)))
+
+
+def test_train_detector_refuses_a_family_it_cannot_make_faint(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train-detector", "--clean-dir", str(tmp_path), "--output", str(tmp_path / "d"),
+                                 "--faint-families", "rain,snow"])
+    assert result.exit_code == 2 and "snow cannot be made faint" in result.output
+
+
 # --- the detector folder -----------------------------------------------------------------------------------------
 
 def test_a_detector_round_trips_and_refuses_other_folders(tmp_path: Path, checkpoint: Path) -> None:

@@ -10,8 +10,18 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..detect.training import DetectorRecipe, load_photos, train_detector
+from ..detect.training import FAINT, DetectorRecipe, load_photos, train_detector
+from ..errors import InputError
 from .common import JsonOpt, QuietOpt, console, err_console, handle_errors, is_interactive
+
+
+def _faint_families(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in FAINT]
+    if unknown:
+        raise InputError(f"--faint-families {text!r}: {', '.join(unknown)} cannot be made faint; use "
+                         f"{' or '.join(FAINT)} (comma-separated)")
+    return names
 
 
 def train_detector_command(
@@ -33,8 +43,11 @@ def train_detector_command(
                                   "the real test sets) rather than the benchmark's classic one.", min=0.0,
         max=1.0)] = DetectorRecipe.realistic_share,
     faint_share: Annotated[float, typer.Option(
-        "--faint-share", help="Share of rain and haze weakened to 30-100% of the synthesised change (drizzle, "
-                              "thin haze).", min=0.0, max=1.0)] = DetectorRecipe.faint_share,
+        "--faint-share", help="Share of the --faint-families samples weakened to 30-100% of the synthesised "
+                              "change (drizzle, thin haze).", min=0.0, max=1.0)] = DetectorRecipe.faint_share,
+    faint_families: Annotated[str, typer.Option(
+        "--faint-families", help="Comma list of the families --faint-share weakens: rain, haze or both.")] = (
+            ",".join(DetectorRecipe.faint_families)),
     workers: Annotated[int, typer.Option(
         "--workers", help="Processes making samples while the network trains (0: in the main process).",
         min=0)] = DetectorRecipe.workers,
@@ -51,12 +64,14 @@ def train_detector_command(
     Exit codes: 0 trained and written; 2 usage error (no photos, bad option).
     """
     with handle_errors():
+        faint = _faint_families(faint_families)
         photos, skipped = load_photos(clean_dir)
         if skipped and not quiet:
             err_console.print(f"[yellow]{len(skipped)} unreadable file(s) skipped[/], e.g. {skipped[0]}",
                               highlight=False)
         recipe = DetectorRecipe(steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_samples=val_samples,
-                                realistic_share=realistic_share, faint_share=faint_share, workers=workers)
+                                realistic_share=realistic_share, faint_share=faint_share,
+                                faint_families=faint, workers=workers)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err_console, disable=quiet or as_json or not is_interactive()) as progress:

@@ -48,7 +48,8 @@ class DetectorRecipe:
     mixed_share: float = 0.2  # share of samples with two degradations
     jpeg_share: float = 0.25  # share of samples JPEG-compressed (quality 75-95) after degrading
     realistic_share: float = 0.5  # share of rain, haze and low light made by the realistic synthesis (else classic)
-    faint_share: float = 0.5  # share of rain and haze weakened (30-100% of the synthesised change): light rain, thin haze
+    faint_share: float = 0.5  # share of faint_families weakened (30-100% of the synthesised change): light rain, thin haze
+    faint_families: tuple[str, ...] = FAINT  # the families that are sometimes weakened
     val_samples: int = 600  # seeded validation samples from the held-out photos
     workers: int = 1  # DataLoader processes making samples while the network trains
 
@@ -143,7 +144,7 @@ def make_sample(photo: np.ndarray, recipe: DetectorRecipe, config: DetectorConfi
             image = gaussian_noise(image, sigma, rng)
         else:
             degraded = synthesize(image, family, rng, model)
-            if family in FAINT and rng.random() < recipe.faint_share:
+            if family in recipe.faint_families and rng.random() < recipe.faint_share:
                 degraded = image + np.float32(rng.uniform(0.3, 1.0)) * (degraded - image)
             image = degraded
     if not families and rng.random() < 0.5:
