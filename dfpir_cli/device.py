@@ -63,4 +63,13 @@ def keep_freed_memory() -> bool:
         return False
     if not (mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES) or mallopt(_M_MMAP_THRESHOLD, _FALLBACK_MMAP_BYTES)):
         return False
-    return bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+    _allocator["kept"] = bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+    return _allocator["kept"]
+
+
+_allocator = {"kept": False}  # whether keep_freed_memory() took effect in this process
+
+
+def freed_memory_kept() -> bool:
+    """Whether :func:`keep_freed_memory` has tuned this process's allocator."""
+    return _allocator["kept"]

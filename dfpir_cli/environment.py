@@ -9,7 +9,7 @@ from importlib import metadata
 
 import torch
 
-from .device import pick_device
+from .device import KEEP_FREED_ENV, freed_memory_kept, pick_device
 from .precision import _cpu_flags, cpu_has_native_bf16
 
 PACKAGES = ("dfpir-cli", "torch", "torchvision", "numpy", "opencv-python-headless", "opencv-python", "open_clip_torch",
@@ -49,4 +49,6 @@ def environment() -> dict[str, str]:
     flags = _cpu_flags()
     report["CPU features"] = " ".join(f for f in CPU_FEATURES if f in flags) or "unknown (no /proc/cpuinfo)"
     report["CPU native bf16"] = str(cpu_has_native_bf16())
+    report["freed memory kept"] = (f"yes (glibc mallopt; {KEEP_FREED_ENV}=0 turns it off)" if freed_memory_kept()
+                                   else "no (allocator as is)")
     return report

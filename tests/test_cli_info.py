@@ -45,5 +45,6 @@ def test_info_env_reports_what_a_bug_report_needs():
                 "CPU native bf16"):
         assert report[key], key
     assert report["CPU native bf16"] in ("True", "False")
+    assert report["freed memory kept"].startswith(("yes", "no"))
     table = runner.invoke(app, ["info", "--env"])
     assert table.exit_code == 0 and "bug reports" in table.output and report["torch"] in table.output
