@@ -54,7 +54,7 @@ from .errors import InputError, UnknownDegradationError
 from .prompts import DEGRADATIONS, resolve_degradation
 
 NOISE_SIGMAS: dict[str, int] = {"noise15": 15, "noise25": 25, "noise50": 50}
-SYNTHESIS_MODELS = ("classic", "realistic")  # the benchmark's fixed models; training's models matched to real sets
+SYNTHESIS_MODELS = ("classic", "realistic", "mixed")  # the benchmark's; matched to real sets; either, a coin per image
 
 
 def _check_image(clean: np.ndarray) -> np.ndarray:
@@ -234,14 +234,15 @@ def camera_low_light(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def synthesize(clean: np.ndarray, degradation: str, rng: np.random.Generator, model: str = "classic") -> np.ndarray:
     """Degrade a clean float32 H x W x 3 image in [0, 1] with the named degradation (a name or alias).
 
-    ``model`` is ``classic`` (the benchmark's) or ``realistic`` (matched to the real test sets; module
-    docstring). Deterministic given the state of ``rng``; returns a new float32 array of the same shape in [0, 1].
+    ``model`` is ``classic`` (the benchmark's), ``realistic`` (matched to the real test sets; module
+    docstring) or ``mixed`` (either, by a fair coin drawn from ``rng``). Deterministic given the state of
+    ``rng``; returns a new float32 array of the same shape in [0, 1].
     """
     if model not in SYNTHESIS_MODELS:
         raise InputError(f"unknown synthesis {model!r}: choose one of {', '.join(SYNTHESIS_MODELS)}")
     name = resolve_degradation(degradation)
     family = DEGRADATIONS[name].family
-    realistic = model == "realistic"
+    realistic = model == "realistic" or (model == "mixed" and rng.random() < 0.5)
     if name in NOISE_SIGMAS:
         return gaussian_noise(clean, NOISE_SIGMAS[name], rng)
     if family == "rain":

@@ -133,3 +133,15 @@ def test_camera_low_light_is_dark_quantised_and_noisy() -> None:
     assert dark.mean() < 0.45
     assert np.allclose(dark * 255, np.round(dark * 255), atol=1e-4)  # 8-bit, as a camera writes
     assert dark.std() > 0  # shot and read noise on a flat field
+
+
+def test_mixed_synthesis_draws_either_model_by_a_coin() -> None:
+    clean = np.random.default_rng(0).random((48, 64, 3), dtype=np.float32)
+    seen = set()
+    for seed in range(12):
+        mixed = synthesize(clean, "rain", np.random.default_rng(seed), "mixed")
+        coin = np.random.default_rng(seed)
+        model = "realistic" if coin.random() < 0.5 else "classic"
+        assert np.array_equal(mixed, synthesize(clean, "rain", coin, model))  # the rest of the stream as that model
+        seen.add(model)
+    assert seen == {"classic", "realistic"}

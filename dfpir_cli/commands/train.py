@@ -312,8 +312,9 @@ def train(
                                                      "deblurring).")] = "l1",
     synthesis: Annotated[str, typer.Option(
         "--synthesis", help="Models of the degradations synthesised from clean photos: realistic (matched to the real "
-                            "test sets: thin rain streaks, tinted haze over tilted depth, a camera's dark capture) or "
-                            "classic (the models of the built-in benchmark, eval --dataset synthetic).")] = "realistic",
+                            "test sets: thin rain streaks, tinted haze over tilted depth, a camera's dark capture), "
+                            "classic (the models of the built-in benchmark, eval --dataset synthetic) or mixed "
+                            "(either, a coin per patch).")] = "realistic",
     identity: Annotated[float, typer.Option(
         "--identity", help="Share of training patches (0-1) given the clean photo as input and target under the "
                            "task's prompt, so that a photo without the degradation comes back unchanged. 0 is the "
