@@ -21,7 +21,8 @@ from dfpir_cli.prompts import FIVE_TASK
 from dfpir_cli.synthesis import synthesize
 from dfpir_cli.weights import DEFAULT_CHECKPOINT, resolve_weights
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
 EXAMPLE_FOLDERS = ("noisy", "rainy", "hazy", "blurry", "dark")
 runner = CliRunner()
 
@@ -41,7 +42,9 @@ def test_shipped_checkpoint_is_small_half_precision_and_loads() -> None:
         dtypes = {str(file.get_slice(key).get_dtype()) for key in file.keys() if key.startswith("model.")}
     assert dtypes == {"F16"}
     config = json.loads((DEFAULT_CHECKPOINT / CONFIG_NAME).read_text())
-    assert config["metadata"]["recipe"] == "scripts/train_default_model.py"
+    recipe = config["metadata"]["recipe"]  # stage 1, then the fine-tune on real photos
+    assert recipe.startswith("scripts/train_default_model.py") and "finetune_default_model.py" in recipe
+    assert all((ROOT / "scripts" / name).is_file() for name in ("train_default_model.py", "finetune_default_model.py"))
 
     checkpoint = resolve_weights(None)  # no --weights: the shipped model
     assert checkpoint.config == PRESETS["small"]
