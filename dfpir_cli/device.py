@@ -40,12 +40,14 @@ def pick_device(spec: str = "auto") -> torch.device:
 # mappings and hands them back on free; it also trims the heap's free top above a threshold. A forward pass
 # allocates activations of tens of MiB, so every tile faulted the same pages in again: 160-290 thousand page
 # faults and 0.3-0.6 s of system time per 456x480 tile, measured. With both thresholds at 1 GiB the heap keeps
-# and reuses them: no faults after the first tile, a forward pass 20-30% faster in bf16 and up to 15% in fp32,
-# peak memory unchanged (memory is returned when the process ends). Both must move together: a trim threshold
-# alone switches off glibc's dynamic mmap threshold and leaves it at 128 KiB, which doubles the faults.
+# and reuses them: no faults after the first tile; a 3 MP restore measured 1.16x faster in bf16 and 1.20x in
+# fp32 (scripts/bench_restore.py --allocator both) for about 150 MiB more peak memory, returned when the process
+# ends. Both must move together: a trim threshold alone switches off glibc's dynamic mmap threshold and leaves
+# it at 128 KiB, which doubles the faults.
 KEEP_FREED_ENV = "DFPIR_KEEP_FREED_MEMORY"  # "0": leave glibc's allocator as it is
 _KEEP_BYTES, _FALLBACK_MMAP_BYTES = 1 << 30, 32 << 20  # older glibc refuses an mmap threshold above 32 MiB
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_allocator = {"kept": False}  # whether keep_freed_memory() took effect in this process
 
 
 def keep_freed_memory() -> bool:
@@ -65,9 +67,6 @@ def keep_freed_memory() -> bool:
         return False
     _allocator["kept"] = bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
     return _allocator["kept"]
-
-
-_allocator = {"kept": False}  # whether keep_freed_memory() took effect in this process
 
 
 def freed_memory_kept() -> bool:

@@ -39,6 +39,8 @@ from dfpir_cli.synthesis import NOISE_SIGMAS, gaussian_noise, synthesize  # noqa
 from dfpir_cli.weights import resolve_weights  # noqa: E402
 
 COLUMNS = ("clean", *RESTORE_ORDER, "two")
+
+
 def _pixels(path: Path) -> np.ndarray:
     return np.ascontiguousarray(read_image(path).pixels.permute(1, 2, 0).numpy())
 
