@@ -54,3 +54,17 @@ def test_output_is_plain_contiguous_and_batch_independent(monkeypatch):
     assert batched.is_contiguous()
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(channels_last, batched)
+
+
+def test_bf16_sum_of_squares_matches_fp32():
+    """bf16 rows are summed by a GEMM with ones (no fp32 copy of the band): close to the fp32 sums, with grads."""
+    torch.manual_seed(0)
+    bands = [torch.randn(2, pixels, 24, dtype=torch.float64) for pixels in (4096, 3000)]
+    expected = sum(band.square().sum(dim=1) for band in bands)
+    rows = [band.bfloat16()[..., :12] for band in bands]  # a strided view, as q and k are in the model
+    got = restormer.sum_of_squares(rows)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected[..., :12], rtol=1e-2, atol=0)
+    leaf = rows[0].detach().requires_grad_()
+    restormer.sum_of_squares([leaf]).sum().backward()
+    torch.testing.assert_close(leaf.grad.float(), 2 * leaf.detach().float(), rtol=1e-2, atol=1e-2)
