@@ -5,8 +5,8 @@ restorations of the benchmark photos (the five scikit-image photos of ``dfpir ev
 256x256, each degraded as one of the checkpoint's prompts asks) agree to :data:`AGREEMENT_DB` (45 dB PSNR)
 or better on every photo. The check takes one fp32 and one bf16 forward pass per photo, the first time a
 checkpoint is used on a kind of device; its result is cached under the weights' fingerprint (a hash of every
-tensor and prompt code), the device and the PyTorch version, in ``$DFPIR_CACHE_DIR`` (default
-``$XDG_CACHE_HOME/dfpir``, else ``~/.cache/dfpir``), file ``precision.json``.
+tensor and prompt code), the device, the PyTorch version and :data:`ARITHMETIC_VERSION`, in
+``$DFPIR_CACHE_DIR`` (default ``$XDG_CACHE_HOME/dfpir``, else ``~/.cache/dfpir``), file ``precision.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ from .tiling import restore_tiled
 AGREEMENT_DB = 45.0  # lowest PSNR between bf16 and fp32 restorations for auto to pick bf16
 PROBE_SIZE = 256  # side of the benchmark crops the check restores
 CACHE_ENV = "DFPIR_CACHE_DIR"
+# Bump when the network's arithmetic changes (how a forward pass rounds, not what it computes), so that cached
+# checks made by the old code run again. 2: the channel attention's bf16 sums of squares as a GEMM (restormer).
+ARITHMETIC_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def bf16_agreement(checkpoint: Checkpoint, device: torch.device,
                    measuring: Callable[[], None] | None = None) -> float:
     """:func:`measure_bf16_agreement`, cached; ``measuring`` is called first when it has to be measured."""
     path = cache_path()
-    key = f"{fingerprint(checkpoint)}|{_device_kind(device)}|torch-{torch.__version__}"
+    key = f"{fingerprint(checkpoint)}|{_device_kind(device)}|torch-{torch.__version__}|arithmetic-{ARITHMETIC_VERSION}"
     cached = _read_cache(path)
     if key in cached:
         return cached[key]

@@ -62,16 +62,19 @@ def test_auto_checks_bf16_once_per_checkpoint_and_caches_it(monkeypatch: pytest.
     assert len(cached) == 1 and next(iter(cached)).startswith(precision_check.fingerprint(checkpoint))
     again = precision_check.inference_precision(checkpoint, CPU, "auto", lambda: calls.append(1))
     assert calls == [1] and again == choice  # from the cache
+    monkeypatch.setattr(precision_check, "ARITHMETIC_VERSION", precision_check.ARITHMETIC_VERSION + 1)
+    precision_check.inference_precision(checkpoint, CPU, "auto", lambda: calls.append(1))
+    assert calls == [1, 1]  # new arithmetic: checked again
     other = micro(seed=1)
     assert precision_check.fingerprint(other) != precision_check.fingerprint(checkpoint)
     monkeypatch.setattr(precision_check, "AGREEMENT_DB", 999.0)
     refused = precision_check.inference_precision(other, CPU, "auto", lambda: calls.append(2))
-    assert calls == [1, 2] and refused.dtype is torch.float32 and "auto chose fp32" in refused.note
+    assert calls == [1, 1, 2] and refused.dtype is torch.float32 and "auto chose fp32" in refused.note
     monkeypatch.setattr(precision_check, "AGREEMENT_DB", 0.0)
     accepted = precision_check.inference_precision(other, CPU, "auto", lambda: calls.append(2))
-    assert calls == [1, 2] and accepted.dtype is torch.bfloat16 and not accepted.note
+    assert calls == [1, 1, 2] and accepted.dtype is torch.bfloat16 and not accepted.note
     forced = precision_check.inference_precision(other, CPU, "bf16", lambda: calls.append(3))
-    assert forced.dtype is torch.bfloat16 and calls == [1, 2]  # forcing checks nothing
+    assert forced.dtype is torch.bfloat16 and calls == [1, 1, 2]  # forcing checks nothing
 
 
 def test_auto_without_native_bf16_measures_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
