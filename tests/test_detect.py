@@ -34,7 +34,7 @@ from dfpir_cli.detect import (
     parse_chain,
     plan_prompts,
 )
-from dfpir_cli.detect.training import DetectorRecipe, make_sample
+from dfpir_cli.detect.training import DetectorRecipe, LabelledPhotos, SyntheticSamples, make_sample, parse_label
 from dfpir_cli.errors import CheckpointError, InputError
 from dfpir_cli.imageio import read_image
 from dfpir_cli.model import DFPIR
@@ -160,6 +160,58 @@ def test_train_detector_refuses_a_family_it_cannot_make_faint(tmp_path: Path) ->
     result = runner.invoke(app, ["train-detector", "--clean-dir", str(tmp_path), "--output", str(tmp_path / "d"),
                                  "--faint-families", "rain,snow"])
     assert result.exit_code == 2 and "snow cannot be made faint" in result.output
+
+
+def test_labelled_photos_are_trained_on_as_they_are_with_their_label() -> None:
+    grey = np.full((90, 110, 3), 77, np.uint8)  # any crop of it is this colour, if nothing was synthesised
+    recipe = DetectorRecipe(labelled_share=1.0, jpeg_share=0.0)
+    samples = SyntheticSamples([grey], 6, recipe, SMALL, stream=0, labelled=[LabelledPhotos("noise+rain", [grey])])
+    for index in range(len(samples)):
+        crops, thumb, target, sigma = samples[index]
+        assert torch.all(crops == 77 / 255) and torch.allclose(thumb, torch.tensor(77 / 255), atol=1e-6)
+        assert target.tolist() == [float(family in ("noise", "rain")) for family in FAMILIES]
+        assert sigma == 0  # a real photo's noise level is not known: no sigma loss
+
+
+def test_without_labelled_photos_the_synthetic_stream_is_unchanged() -> None:
+    photo = np.random.default_rng(2).integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    samples = SyntheticSamples([photo], 4, DetectorRecipe(), SMALL, stream=0)
+    for index in range(4):
+        expected = make_sample(photo, DetectorRecipe(), SMALL, np.random.default_rng([0, 0, index]))
+        assert np.array_equal(samples[index][2].numpy(), expected[2])
+        assert np.allclose(samples[index][1].permute(1, 2, 0).numpy(), expected[1])
+
+
+def test_labels_are_checked_and_put_in_restore_order() -> None:
+    assert parse_label("rain+noise", FAMILIES) == "noise+rain"
+    assert parse_label("clean", FAMILIES) == "clean"
+    for bad in ("snow", "rain+rain", "clean+rain"):
+        with pytest.raises(InputError, match="use clean"):
+            parse_label(bad, FAMILIES)
+
+
+def test_train_detector_learns_from_labelled_folders_and_scores_them(tmp_path: Path, photos: Path) -> None:
+    rainy, clean = tmp_path / "rainy", tmp_path / "clean"
+    for folder, offset in ((rainy, 10), (clean, 20)):
+        folder.mkdir()
+        for seed in range(3):
+            write_photo(folder / f"{seed}.png", offset + seed, size=(80, 96))
+    result = runner.invoke(app, ["train-detector", "--clean-dir", str(photos), "--labelled", f"rain={rainy}",
+                                 "--labelled", f"clean={clean}", "--steps", "2", "--batch-size", "4",
+                                 "--val-samples", "4", "--workers", "0", "-o", str(tmp_path / "d"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["val_per_label"]
+    assert rows["rain (real)"][1] == 1 and rows["clean (real)"][1] == 1  # every 20th photo held out: the first
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert config["metadata"]["labelled_dirs"] == {f"rain={rainy}": 3, f"clean={clean}": 3}
+
+
+@pytest.mark.parametrize(("option", "message"), [("rain", "write LABEL=FOLDER"), ("snow=x", "use clean"),
+                                                 ("rain=/no/such/folder", "no such folder")])
+def test_bad_labelled_folders_are_usage_errors(tmp_path: Path, photos: Path, option: str, message: str) -> None:
+    result = runner.invoke(app, ["train-detector", "--clean-dir", str(photos), "--labelled", option,
+                                 "-o", str(tmp_path / "d")])
+    assert result.exit_code == 2 and message in result.output
 
 
 # --- the detector folder -----------------------------------------------------------------------------------------

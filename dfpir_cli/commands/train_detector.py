@@ -10,7 +10,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..detect.training import FAINT, DetectorRecipe, load_photos, train_detector
+from ..detect import FAMILIES
+from ..detect.training import FAINT, DetectorRecipe, LabelledPhotos, load_photos, parse_label, train_detector
 from ..errors import InputError
 from .common import JsonOpt, QuietOpt, console, err_console, handle_errors, is_interactive
 
@@ -22,6 +23,16 @@ def _faint_families(text: str) -> tuple[str, ...]:
         raise InputError(f"--faint-families {text!r}: {', '.join(unknown)} cannot be made faint; use "
                          f"{' or '.join(FAINT)} (comma-separated)")
     return names
+
+
+def _labelled(options: list[str]) -> list[tuple[str, Path]]:
+    pairs = []
+    for option in options:
+        label, sep, folder = option.partition("=")
+        if not sep or not folder:
+            raise InputError(f"--labelled {option!r}: write LABEL=FOLDER, e.g. rain=RainTrainL/rainy")
+        pairs.append((parse_label(label, FAMILIES), Path(folder)))
+    return pairs
 
 
 def train_detector_command(
@@ -48,6 +59,15 @@ def train_detector_command(
     faint_families: Annotated[str, typer.Option(
         "--faint-families", help="Comma list of the families --faint-share weakens: rain, haze or both.")] = (
             ",".join(DetectorRecipe.faint_families)),
+    labelled: Annotated[list[str] | None, typer.Option(
+        "--labelled", help="LABEL=FOLDER: real photos whose degradation is known, trained on as they are (no "
+                           "synthesis): clean, a family (noise, rain, haze, blur, lowlight) or two joined by + "
+                           "(rain+noise); e.g. rain=RainTrainL/rainy and clean=RainTrainL/norain. Repeatable. Every "
+                           "20th photo is held out and detected whole at the end. Never put test images here.",
+        show_default=False)] = None,
+    labelled_share: Annotated[float, typer.Option(
+        "--labelled-share", help="Share of the samples taken from the --labelled photos (the rest synthesised).",
+        min=0.0, max=1.0)] = DetectorRecipe.labelled_share,
     workers: Annotated[int, typer.Option(
         "--workers", help="Processes making samples while the network trains (0: in the main process).",
         min=0)] = DetectorRecipe.workers,
@@ -58,28 +78,38 @@ def train_detector_command(
 
     Each sample is a region of a clean photo left clean or degraded by dfpir's seeded synthesis (noise
     sigma 12-55, rain, haze, motion blur, low light, or one of those then noise; classic or realistic, rain
-    and haze sometimes faint), sometimes JPEG-compressed. Every 20th photo is held out and scored at the end.
+    and haze sometimes faint), sometimes JPEG-compressed; with --labelled, a share of the samples are real
+    photos with known degradations instead. Every 20th photo is held out and scored at the end.
     scripts/train_detector.py is the recipe of the shipped detector.
 
     Exit codes: 0 trained and written; 2 usage error (no photos, bad option).
     """
     with handle_errors():
         faint = _faint_families(faint_families)
+        folders = _labelled(labelled or [])
         photos, skipped = load_photos(clean_dir)
+        groups = []
+        for label, folder in folders:
+            group, unreadable = load_photos([folder], f"--labelled {label}={folder}")
+            groups.append(LabelledPhotos(label, group))
+            skipped += unreadable
         if skipped and not quiet:
             err_console.print(f"[yellow]{len(skipped)} unreadable file(s) skipped[/], e.g. {skipped[0]}",
                               highlight=False)
         recipe = DetectorRecipe(steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_samples=val_samples,
                                 realistic_share=realistic_share, faint_share=faint_share,
-                                faint_families=faint, workers=workers)
+                                faint_families=faint, workers=workers, labelled_share=labelled_share)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err_console, disable=quiet or as_json or not is_interactive()) as progress:
             bar = progress.add_task("train-detector", total=steps, loss="-")
             detector, report = train_detector(
                 photos, recipe, on_step=lambda step, _total, loss: progress.update(bar, completed=step,
-                                                                                    loss=f"{loss:.4f}"))
+                                                                                    loss=f"{loss:.4f}"),
+                labelled=groups)
         metadata = {"recipe": vars(recipe), "clean_dirs": [str(folder) for folder in clean_dir],
+                    "labelled_dirs": {f"{label}={folder}": len(group.photos)
+                                      for (label, folder), group in zip(folders, groups, strict=True)},
                     "report": report.to_json()}
         detector.save(output, metadata)
         if as_json:
@@ -90,7 +120,7 @@ def train_detector_command(
         table.add_column("right", justify="right")
         for label, (right, total) in sorted(report.val_per_label.items()):
             table.add_row(label, f"{right}/{total} ({right / total:.0%})")
-        table.add_row("[bold]all[/]", f"[bold]{report.val_accuracy:.1%}[/]")
+        table.add_row("[bold]all synthetic[/]", f"[bold]{report.val_accuracy:.1%}[/]")
         console.print(table)
         console.print(f"trained on {report.train_photos} photos, {report.steps} steps in {report.seconds:.0f} s "
                       f"(final loss {report.final_loss:.4f}); detector written to {output}", highlight=False)

@@ -5,6 +5,10 @@ degraded with one family, or two (a family then noise: a hazy, rainy, blurred or
 noisy), optionally JPEG-compressed, rounded to 8 bits, and cut into the views the network reads. Sample i
 of a run comes from a generator seeded by (seed, i), so a run is the same with any number of workers.
 Clean samples get a faint noise (sigma up to 4) as real clean photos have; noise samples have sigma 12-55.
+
+Real photos whose degradation is known (``LabelledPhotos``: the rainy inputs of a deraining training set as
+"rain", its clean targets as "clean") can replace a share of the synthetic samples: a region at native
+resolution, as it is, with its label. Every 20th of them is held out and detected whole, as `dfpir detect` does.
 """
 
 from __future__ import annotations
@@ -52,6 +56,19 @@ class DetectorRecipe:
     faint_families: tuple[str, ...] = FAINT  # the families that are sometimes weakened
     val_samples: int = 600  # seeded validation samples from the held-out photos
     workers: int = 1  # DataLoader processes making samples while the network trains
+    labelled_share: float = 0.25  # share of samples taken from labelled real photos, when there are any
+
+
+@dataclass(frozen=True)
+class LabelledPhotos:
+    """Real photos that all have the same known degradation: "clean", a family, or two joined by "+"."""
+
+    label: str  # as parse_label gives it
+    photos: list[np.ndarray]  # uint8 H x W x 3
+
+    def target(self, families: Sequence[str]) -> np.ndarray:
+        present = () if self.label == "clean" else tuple(self.label.split("+"))
+        return np.array([family in present for family in families], dtype=np.float32)
 
 
 @dataclass
@@ -73,12 +90,12 @@ class DetectorReport:
                 "val_per_label": {label: list(counts) for label, counts in self.val_per_label.items()}}
 
 
-def load_photos(folders: Sequence[Path]) -> tuple[list[np.ndarray], list[Path]]:
+def load_photos(folders: Sequence[Path], option: str = "--clean-dir") -> tuple[list[np.ndarray], list[Path]]:
     """Every readable image under ``folders`` as uint8 H x W x 3 (sorted by path), and the paths skipped."""
     paths: list[Path] = []
     for folder in folders:
         if not Path(folder).is_dir():
-            raise InputError(f"--clean-dir {folder}: no such folder")
+            raise InputError(f"{option} {folder}: no such folder")
         paths += list_images(Path(folder), recursive=True)
     photos, skipped = [], []
     for path in sorted(paths):
@@ -89,9 +106,21 @@ def load_photos(folders: Sequence[Path]) -> tuple[list[np.ndarray], list[Path]]:
             continue
         photos.append(np.ascontiguousarray((pixels * 255).round().astype(np.uint8)))
     if len(photos) < 2:
-        raise InputError(f"training the detector needs clean photos (at least 2, hundreds for a useful one); found "
-                         f"{len(photos)} in {', '.join(map(str, folders))}")
+        raise InputError(f"{option}: training the detector needs at least 2 photos there (hundreds for a useful "
+                         f"one); found {len(photos)} in {', '.join(map(str, folders))}")
     return photos, skipped
+
+
+def parse_label(text: str, families: Sequence[str]) -> str:
+    """A labelled folder's label, checked: "clean", a family, or families joined by "+" (restore order)."""
+    names = [name.strip() for name in text.split("+")]
+    if names == ["clean"]:
+        return "clean"
+    unknown = [name for name in names if name not in families]
+    if unknown or len(set(names)) != len(names):
+        raise InputError(f"label {text!r}: use clean, one of {', '.join(families)}, or two joined by + "
+                         f"(rain+noise)")
+    return "+".join(sorted(names, key=RESTORE_ORDER.index))
 
 
 def split_photos(photos: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -101,11 +130,12 @@ def split_photos(photos: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.nd
     return train or val, val
 
 
-def _region(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random region of the photo, after a random downscale (0.5-1) and flip, as float32 in [0, 1]."""
+def _region(photo: np.ndarray, rng: np.random.Generator, rescale: bool = True) -> np.ndarray:
+    """A random region of the photo, after a random downscale (0.5-1; not with ``rescale`` False: a real
+    degradation's pixels are kept as they are) and flip, as float32 in [0, 1]."""
     image: np.ndarray = photo.astype(np.float32) / 255.0
     scale = rng.uniform(0.5, 1.0)
-    if rng.random() < 0.5 and min(image.shape[:2]) * scale >= 96:
+    if rescale and rng.random() < 0.5 and min(image.shape[:2]) * scale >= 96:
         image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
                            interpolation=cv2.INTER_AREA)
     height, width = image.shape[:2]
@@ -149,27 +179,44 @@ def make_sample(photo: np.ndarray, recipe: DetectorRecipe, config: DetectorConfi
             image = degraded
     if not families and rng.random() < 0.5:
         image = gaussian_noise(image, rng.uniform(0.0, CLEAN_NOISE), rng)
+    target = np.array([family in families for family in config.families], dtype=np.float32)
+    return _views(image, target, sigma, recipe, config, rng)
+
+
+def _views(image: np.ndarray, target: np.ndarray, sigma: float, recipe: DetectorRecipe, config: DetectorConfig,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Maybe JPEG-compress, round to 8 bits and cut into the network's views."""
     if rng.random() < recipe.jpeg_share:
         image = _jpeg(image, int(rng.integers(75, 96)))
     image = (np.clip(image, 0, 1) * 255).round().astype(np.float32) / 255.0  # photos are 8-bit
-    target = np.array([family in families for family in config.families], dtype=np.float32)
     return (random_crops(image, config.crop, config.crops, rng), thumbnail(image, config.thumbnail), target, sigma)
+
+
+def make_labelled_sample(photo: np.ndarray, target: np.ndarray, recipe: DetectorRecipe, config: DetectorConfig,
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """A region of a real photo with its known label (no noise level: a real photo's sigma is not known)."""
+    return _views(_region(photo, rng, rescale=False), target, 0.0, recipe, config, rng)
 
 
 class SyntheticSamples(Dataset):
     """Sample ``index`` of a run: seeded by (seed, stream, index), so workers never change a batch."""
 
     def __init__(self, photos: list[np.ndarray], count: int, recipe: DetectorRecipe, config: DetectorConfig,
-                 stream: int) -> None:
+                 stream: int, labelled: Sequence[LabelledPhotos] = ()) -> None:
         self.photos, self.count, self.recipe, self.config, self.stream = photos, count, recipe, config, stream
+        self.labelled = [(photo, group.target(config.families)) for group in labelled for photo in group.photos]
 
     def __len__(self) -> int:
         return self.count
 
     def __getitem__(self, index: int):
         rng = np.random.default_rng([self.recipe.seed, self.stream, index])
-        photo = self.photos[int(rng.integers(len(self.photos)))]
-        crops, thumb, target, sigma = make_sample(photo, self.recipe, self.config, rng)
+        if self.labelled and rng.random() < self.recipe.labelled_share:  # no draw without labelled photos
+            photo, known = self.labelled[int(rng.integers(len(self.labelled)))]
+            crops, thumb, target, sigma = make_labelled_sample(photo, known, self.recipe, self.config, rng)
+        else:
+            photo = self.photos[int(rng.integers(len(self.photos)))]
+            crops, thumb, target, sigma = make_sample(photo, self.recipe, self.config, rng)
         return (torch.from_numpy(crops).permute(0, 3, 1, 2), torch.from_numpy(thumb).permute(2, 0, 1),
                 torch.from_numpy(target), torch.tensor(sigma, dtype=torch.float32))
 
@@ -188,18 +235,24 @@ StepCallback = Callable[[int, int, float], None]  # (step, total steps, loss)
 
 
 def train_detector(photos: list[np.ndarray], recipe: DetectorRecipe = DetectorRecipe(),
-                   config: DetectorConfig = DetectorConfig(), on_step: StepCallback | None = None) -> tuple[
-                       Detector, DetectorReport]:
-    """Train a detector from clean photos (uint8 H x W x 3); validate on the held-out ones."""
+                   config: DetectorConfig = DetectorConfig(), on_step: StepCallback | None = None,
+                   labelled: Sequence[LabelledPhotos] = ()) -> tuple[Detector, DetectorReport]:
+    """Train a detector from clean photos (uint8 H x W x 3) and labelled real ones; validate on the held-out ones."""
     if recipe.steps < 1 or recipe.batch_size < 1:
         raise InputError("--steps and --batch-size must be at least 1")
     train, val = split_photos(photos)
+    labelled_train, labelled_val = [], []
+    for group in labelled:
+        kept, held_out = split_photos(group.photos)
+        labelled_train.append(LabelledPhotos(group.label, kept))
+        labelled_val.append(LabelledPhotos(group.label, held_out))
     torch.manual_seed(recipe.seed)
     net = DetectorNet(config)
     optimiser = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=recipe.lr, total_steps=recipe.steps,
                                                    pct_start=0.05, final_div_factor=100)
-    samples = SyntheticSamples(train, recipe.steps * recipe.batch_size, recipe, config, stream=0)
+    samples = SyntheticSamples(train, recipe.steps * recipe.batch_size, recipe, config, stream=0,
+                               labelled=labelled_train)
     loader = DataLoader(samples, batch_size=recipe.batch_size, **loader_processes(recipe.workers))
     started, loss_value = time.perf_counter(), math.nan
     net.train()
@@ -217,6 +270,7 @@ def train_detector(photos: list[np.ndarray], recipe: DetectorRecipe = DetectorRe
     detector = Detector(net.eval())
     report = DetectorReport(len(train), len(val), recipe.steps, time.perf_counter() - started, loss_value)
     validate(detector, val, recipe, report)
+    validate_labelled(detector, labelled_val, report)
     return detector, report
 
 
@@ -233,8 +287,19 @@ def validate(detector: Detector, photos: list[np.ndarray], recipe: DetectorRecip
                            float(log_sigma.exp()))
         truth = "+".join(sorted((name for name, t in zip(detector.config.families, target, strict=True) if t),
                                 key=RESTORE_ORDER.index)) or "clean"
-        guess = detection.label
-        hits, total = report.val_per_label.get(truth, (0, 0))
-        report.val_per_label[truth] = (hits + (truth == guess), total + 1)
-        right += truth == guess
+        right += _count(report, truth, detection.label == truth)
     report.val_accuracy = right / max(1, len(samples))
+
+
+def validate_labelled(detector: Detector, groups: Sequence[LabelledPhotos], report: DetectorReport) -> None:
+    """Each held-out labelled photo detected whole, as `dfpir detect` reads a photo: rows "LABEL (real)"."""
+    for group in groups:
+        for photo in group.photos:
+            detection = detector.detect(photo.astype(np.float32) / 255.0)
+            _count(report, f"{group.label} (real)", detection.label == group.label)
+
+
+def _count(report: DetectorReport, row: str, hit: bool) -> bool:
+    hits, total = report.val_per_label.get(row, (0, 0))
+    report.val_per_label[row] = (hits + hit, total + 1)
+    return hit
