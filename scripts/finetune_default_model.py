@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -114,16 +115,29 @@ def ship(final: Path) -> None:
         path.chmod(0o644)
 
 
+def _trained_as(final: Path, stage: Stage, steps: int | None) -> bool:
+    """Whether a stage's ``final/`` was trained with this stage's seed, steps and learning rate."""
+    recipe = json.loads((final / "config.json").read_text()).get("metadata", {}).get("recipe", {})
+    args = stage.train_args(steps)
+    phase = (recipe.get("phases") or [{}])[0]
+    return (recipe.get("seed") == stage.seed and phase.get("steps") == int(args[args.index("--steps") + 1])
+            and phase.get("lr") == float(args[args.index("--lr") + 1]))
+
+
 def run_stages(stage1: Path, photos: Path, output: Path, steps: int | None, resume: bool) -> Path:
-    """Train every stage of :data:`STAGES` in order; a stage whose ``final/`` exists is not trained again."""
+    """Train every stage of :data:`STAGES` in order; a stage whose ``final/`` was trained as it says is kept."""
     init = save_float16(stage1, output / "stage1-float16")
     for stage in STAGES:
         run = output / stage.name
         if (run / "final" / "config.json").is_file():
+            if not _trained_as(run / "final", stage, steps):
+                raise SystemExit(f"{run / 'final'} was trained with other settings than {stage.name} asks (seed, "
+                                 f"steps or lr): remove {run} or choose another --output")
             print(f"{stage.name}: {run / 'final'} exists, not trained again")
         else:
+            resuming = resume and (run / "resume.pt").is_file()  # a later stage of a resumed run starts afresh
             command = [sys.executable, "-m", "dfpir_cli", "train", "--clean-dir", str(photos), "--init-weights",
-                       str(init), "--output", str(run), *stage.train_args(steps), *(["--resume"] if resume else [])]
+                       str(init), "--output", str(run), *stage.train_args(steps), *(["--resume"] if resuming else [])]
             print("$", " ".join(command), flush=True)
             subprocess.run(command, check=True, cwd=ROOT)
         init = save_float16(run / "final", output / f"{stage.name}-float16")

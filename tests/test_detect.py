@@ -174,18 +174,20 @@ def test_labelled_photos_are_trained_on_as_they_are_with_their_label() -> None:
 
 
 def test_without_labelled_photos_the_synthetic_stream_is_unchanged() -> None:
-    photo = np.random.default_rng(2).integers(0, 256, (100, 120, 3), dtype=np.uint8)
-    samples = SyntheticSamples([photo], 4, DetectorRecipe(), SMALL, stream=0)
-    for index in range(4):
-        expected = make_sample(photo, DetectorRecipe(), SMALL, np.random.default_rng([0, 0, index]))
-        assert np.array_equal(samples[index][2].numpy(), expected[2])
-        assert np.allclose(samples[index][1].permute(1, 2, 0).numpy(), expected[1])
+    photos = [np.random.default_rng(seed).integers(0, 256, (100, 120, 3), dtype=np.uint8) for seed in range(3)]
+    for labelled in ([], [LabelledPhotos("rain", photos[:1])]):  # a share of 0 takes none and draws nothing
+        samples = SyntheticSamples(photos, 6, DetectorRecipe(labelled_share=0.0), SMALL, stream=0, labelled=labelled)
+        for index in range(6):
+            rng = np.random.default_rng([0, 0, index])  # how samples were drawn before labelled photos existed
+            expected = make_sample(photos[int(rng.integers(3))], DetectorRecipe(), SMALL, rng)
+            assert np.array_equal(samples[index][2].numpy(), expected[2])
+            assert np.allclose(samples[index][1].permute(1, 2, 0).numpy(), expected[1])
 
 
 def test_labels_are_checked_and_put_in_restore_order() -> None:
     assert parse_label("rain+noise", FAMILIES) == "noise+rain"
     assert parse_label("clean", FAMILIES) == "clean"
-    for bad in ("snow", "rain+rain", "clean+rain"):
+    for bad in ("snow", "rain+rain", "clean+rain", "rain+haze+noise"):
         with pytest.raises(InputError, match="use clean"):
             parse_label(bad, FAMILIES)
 
@@ -200,17 +202,22 @@ def test_train_detector_learns_from_labelled_folders_and_scores_them(tmp_path: P
                                  "--labelled", f"clean={clean}", "--steps", "2", "--batch-size", "4",
                                  "--val-samples", "4", "--workers", "0", "-o", str(tmp_path / "d"), "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)["val_per_label"]
+    report = json.loads(result.stdout)
+    rows = report["val_per_label"]
     assert rows["rain (real)"][1] == 1 and rows["clean (real)"][1] == 1  # every 20th photo held out: the first
+    assert (report["labelled_train"], report["labelled_val"]) == (4, 2)
     config = json.loads((tmp_path / "d" / "config.json").read_text())
     assert config["metadata"]["labelled_dirs"] == {f"rain={rainy}": 3, f"clean={clean}": 3}
 
 
-@pytest.mark.parametrize(("option", "message"), [("rain", "write LABEL=FOLDER"), ("snow=x", "use clean"),
-                                                 ("rain=/no/such/folder", "no such folder")])
-def test_bad_labelled_folders_are_usage_errors(tmp_path: Path, photos: Path, option: str, message: str) -> None:
-    result = runner.invoke(app, ["train-detector", "--clean-dir", str(photos), "--labelled", option,
-                                 "-o", str(tmp_path / "d")])
+@pytest.mark.parametrize(("options", "message"), [
+    (["rain"], "write LABEL=FOLDER"), (["snow=x"], "use clean"), (["rain=/no/such/folder"], "no such folder"),
+    (["rain=PHOTOS/sub"], "overlaps --clean-dir"), (["rain=ELSE", "rain=ELSE"], "given twice")])
+def test_bad_labelled_folders_are_usage_errors(tmp_path: Path, photos: Path, options: list[str], message: str) -> None:
+    (tmp_path / "else").mkdir()
+    args = [arg for option in options
+            for arg in ("--labelled", option.replace("PHOTOS", str(photos)).replace("ELSE", str(tmp_path / "else")))]
+    result = runner.invoke(app, ["train-detector", "--clean-dir", str(photos), *args, "-o", str(tmp_path / "d")])
     assert result.exit_code == 2 and message in result.output
 
 

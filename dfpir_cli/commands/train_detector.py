@@ -31,8 +31,21 @@ def _labelled(options: list[str]) -> list[tuple[str, Path]]:
         label, sep, folder = option.partition("=")
         if not sep or not folder:
             raise InputError(f"--labelled {option!r}: write LABEL=FOLDER, e.g. rain=RainTrainL/rainy")
-        pairs.append((parse_label(label, FAMILIES), Path(folder)))
+        pair = (parse_label(label, FAMILIES), Path(folder))
+        if pair in pairs:
+            raise InputError(f"--labelled {option!r} is given twice")
+        pairs.append(pair)
     return pairs
+
+
+def _check_apart(labelled: list[tuple[str, Path]], clean_dirs: list[Path]) -> None:
+    """A labelled folder must not overlap a --clean-dir: its photos would also be synthesised on as clean."""
+    for label, folder in labelled:
+        for clean in clean_dirs:
+            a, b = folder.resolve(), clean.resolve()
+            if a.is_relative_to(b) or b.is_relative_to(a):
+                raise InputError(f"--labelled {label}={folder} overlaps --clean-dir {clean} (searched recursively): "
+                                 f"keep labelled photos in folders of their own")
 
 
 def train_detector_command(
@@ -87,12 +100,15 @@ def train_detector_command(
     with handle_errors():
         faint = _faint_families(faint_families)
         folders = _labelled(labelled or [])
+        _check_apart(folders, clean_dir)
         photos, skipped = load_photos(clean_dir)
         groups = []
         for label, folder in folders:
             group, unreadable = load_photos([folder], f"--labelled {label}={folder}")
             groups.append(LabelledPhotos(label, group))
             skipped += unreadable
+        if not folders and labelled_share != DetectorRecipe.labelled_share and not quiet:
+            err_console.print("[yellow]--labelled-share has no effect without --labelled[/]", highlight=False)
         if skipped and not quiet:
             err_console.print(f"[yellow]{len(skipped)} unreadable file(s) skipped[/], e.g. {skipped[0]}",
                               highlight=False)
@@ -115,12 +131,14 @@ def train_detector_command(
         if as_json:
             typer.echo(json.dumps({"output": str(output), **report.to_json()}, indent=2))
             return
-        table = Table(title=f"detector validation ({report.val_photos} held-out photos)")
+        held_out = f"{report.val_photos} held-out photos" + (f", {report.labelled_val} labelled" if folders else "")
+        table = Table(title=f"detector validation ({held_out})")
         table.add_column("true label")
         table.add_column("right", justify="right")
         for label, (right, total) in sorted(report.val_per_label.items()):
             table.add_row(label, f"{right}/{total} ({right / total:.0%})")
         table.add_row("[bold]all synthetic[/]", f"[bold]{report.val_accuracy:.1%}[/]")
         console.print(table)
-        console.print(f"trained on {report.train_photos} photos, {report.steps} steps in {report.seconds:.0f} s "
+        labelled_note = f" and {report.labelled_train} labelled ones" if folders else ""
+        console.print(f"trained on {report.train_photos} photos{labelled_note}, {report.steps} steps in {report.seconds:.0f} s "
                       f"(final loss {report.final_loss:.4f}); detector written to {output}", highlight=False)

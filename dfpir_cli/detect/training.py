@@ -80,11 +80,14 @@ class DetectorReport:
     steps: int
     seconds: float
     final_loss: float
+    labelled_train: int = 0  # labelled real photos trained on
+    labelled_val: int = 0  # labelled real photos held out and detected whole
     val_accuracy: float = math.nan  # the decision (set of families, or clean) exactly right
     val_per_label: dict[str, tuple[int, int]] = field(default_factory=dict)  # label -> (right, total)
 
     def to_json(self) -> dict:
-        return {"train_photos": self.train_photos, "val_photos": self.val_photos, "steps": self.steps,
+        return {"train_photos": self.train_photos, "val_photos": self.val_photos,
+                "labelled_train": self.labelled_train, "labelled_val": self.labelled_val, "steps": self.steps,
                 "seconds": round(self.seconds, 1), "final_loss": round(self.final_loss, 5),
                 "val_accuracy": round(self.val_accuracy, 4),
                 "val_per_label": {label: list(counts) for label, counts in self.val_per_label.items()}}
@@ -117,7 +120,7 @@ def parse_label(text: str, families: Sequence[str]) -> str:
     if names == ["clean"]:
         return "clean"
     unknown = [name for name in names if name not in families]
-    if unknown or len(set(names)) != len(names):
+    if unknown or len(set(names)) != len(names) or len(names) > 2:  # the detector decides at most two
         raise InputError(f"label {text!r}: use clean, one of {', '.join(families)}, or two joined by + "
                          f"(rain+noise)")
     return "+".join(sorted(names, key=RESTORE_ORDER.index))
@@ -211,7 +214,8 @@ class SyntheticSamples(Dataset):
 
     def __getitem__(self, index: int):
         rng = np.random.default_rng([self.recipe.seed, self.stream, index])
-        if self.labelled and rng.random() < self.recipe.labelled_share:  # no draw without labelled photos
+        if self.labelled and self.recipe.labelled_share > 0 and rng.random() < self.recipe.labelled_share:
+            # no draw without labelled photos (or none to take): the synthetic stream stays as it was
             photo, known = self.labelled[int(rng.integers(len(self.labelled)))]
             crops, thumb, target, sigma = make_labelled_sample(photo, known, self.recipe, self.config, rng)
         else:
@@ -268,7 +272,9 @@ def train_detector(photos: list[np.ndarray], recipe: DetectorRecipe = DetectorRe
         if on_step:
             on_step(step, recipe.steps, loss_value)
     detector = Detector(net.eval())
-    report = DetectorReport(len(train), len(val), recipe.steps, time.perf_counter() - started, loss_value)
+    report = DetectorReport(len(train), len(val), recipe.steps, time.perf_counter() - started, loss_value,
+                            sum(len(group.photos) for group in labelled_train),
+                            sum(len(group.photos) for group in labelled_val))
     validate(detector, val, recipe, report)
     validate_labelled(detector, labelled_val, report)
     return detector, report
