@@ -57,20 +57,21 @@ class Stage:
 
     name: str
     seed: int
-    args: tuple[str, ...]
+    steps: int
+    lr: str  # as written on the command line
+    args: tuple[str, ...]  # the rest of this stage's options
 
     def train_args(self, steps: int | None = None) -> list[str]:
-        args = [*COMMON_ARGS, *self.args, "--seed", str(self.seed)]
-        if steps is not None:
-            args[args.index("--steps") + 1] = str(steps)
-        return args
+        """``dfpir train``'s options for this stage; ``steps`` overrides its steps (smoke runs)."""
+        return [*COMMON_ARGS, "--steps", str(steps or self.steps), "--lr", self.lr, *self.args, "--seed", str(self.seed)]
 
 
 STAGES = (
-    Stage("stage2", seed=2, args=("--steps", "6000", "--lr", "5e-4", "--warmup-steps", "200", "--val-every", "1000",
-                                  "--repeat", "blur=2", "--repeat", "lowlight=2")),
-    Stage("stage3", seed=3, args=("--steps", "8000", "--lr", "3e-4", "--warmup-steps", "100", "--val-every", "2000",
-                                  "--repeat", "blur=2", "--repeat", "lowlight=2", "--repeat", "rain=2")),
+    Stage("stage2", seed=2, steps=6000, lr="5e-4", args=("--warmup-steps", "200", "--val-every", "1000",
+                                                          "--repeat", "blur=2", "--repeat", "lowlight=2")),
+    Stage("stage3", seed=3, steps=8000, lr="3e-4", args=("--warmup-steps", "100", "--val-every", "2000",
+                                                          "--repeat", "blur=2", "--repeat", "lowlight=2",
+                                                          "--repeat", "rain=2")),
 )
 SEED = STAGES[-1].seed
 RECIPE = "scripts/train_default_model.py, then scripts/finetune_default_model.py"
@@ -118,16 +119,16 @@ def ship(final: Path) -> None:
 def _trained_as(final: Path, stage: Stage, steps: int | None) -> bool:
     """Whether a stage's ``final/`` was trained with this stage's seed, steps and learning rate."""
     recipe = json.loads((final / "config.json").read_text()).get("metadata", {}).get("recipe", {})
-    args = stage.train_args(steps)
     phase = (recipe.get("phases") or [{}])[0]
-    return (recipe.get("seed") == stage.seed and phase.get("steps") == int(args[args.index("--steps") + 1])
-            and phase.get("lr") == float(args[args.index("--lr") + 1]))
+    return (recipe.get("seed") == stage.seed and phase.get("steps") == (steps or stage.steps)
+            and phase.get("lr") == float(stage.lr))
 
 
 def run_stages(stage1: Path, photos: Path, output: Path, steps: int | None, resume: bool) -> Path:
     """Train every stage of :data:`STAGES` in order; a stage whose ``final/`` was trained as it says is kept."""
-    init = save_float16(stage1, output / "stage1-float16")
+    previous, name = stage1, "stage1"
     for stage in STAGES:
+        init = save_float16(previous, output / f"{name}-float16")  # as the stage before would ship
         run = output / stage.name
         if (run / "final" / "config.json").is_file():
             if not _trained_as(run / "final", stage, steps):
@@ -140,8 +141,8 @@ def run_stages(stage1: Path, photos: Path, output: Path, steps: int | None, resu
                        str(init), "--output", str(run), *stage.train_args(steps), *(["--resume"] if resuming else [])]
             print("$", " ".join(command), flush=True)
             subprocess.run(command, check=True, cwd=ROOT)
-        init = save_float16(run / "final", output / f"{stage.name}-float16")
-    return output / STAGES[-1].name / "final"
+        previous, name = run / "final", stage.name
+    return previous
 
 
 def main() -> None:
