@@ -7,6 +7,7 @@ thread pool, which made `dfpir train` wait forever with OpenCV 5) instead of let
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -116,10 +117,14 @@ def test_eval_on_the_synthetic_benchmark(tmp_path: Path, micro_checkpoint: Path)
 
 
 def test_train_a_detector_then_detect_and_restore_auto(tmp_path: Path, photos: Path, micro_checkpoint: Path) -> None:
-    detector = tmp_path / "detector"
-    trained = run([*DFPIR, "train-detector", "--clean-dir", photos, "--steps", "3", "--batch-size", "4",
-                   "--val-samples", "8", "-o", detector, "--json"], tmp_path, DEADLINE)  # default workers
-    assert json.loads(trained.stdout)["steps"] == 3 and (detector / "model.safetensors").is_file()
+    detector, rainy = tmp_path / "detector", tmp_path / "rainy"
+    shutil.copytree(photos, rainy)  # stands in for real rainy photos: labelled samples go through the workers too
+    trained = run([*DFPIR, "train-detector", "--clean-dir", photos, "--labelled", f"rain={rainy}",
+                   "--labelled-share", "0.5", "--steps", "3", "--batch-size", "4", "--val-samples", "8", "-o",
+                   detector, "--json"], tmp_path, DEADLINE)  # default workers
+    report = json.loads(trained.stdout)
+    assert report["steps"] == 3 and (detector / "model.safetensors").is_file()
+    assert (report["labelled_train"], report["labelled_val"]) == (3, 1)
     detected = json.loads(run([*DFPIR, "detect", photos, "--detector", detector, "--json"], tmp_path,
                               DEADLINE).stdout)
     assert sum(detected["counts"].values()) == 4 and detected["failed"] == 0
