@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
@@ -105,18 +106,22 @@ def test_uint8_noise_matches_the_reference_protocol() -> None:
 
 
 def test_realistic_rain_has_rain100l_like_streaks() -> None:
-    """Thin streaks within 15 degrees of vertical covering a few percent of the photo, never darkening it."""
+    """Thin streaks within 30 degrees of vertical covering a few percent of the photo, never darkening it."""
     clean = np.full((160, 160, 3), 0.3, dtype=np.float32)
-    coverage = []
+    coverage, angles = [], []
     for seed in range(6):
         rainy = synthesize(clean, "rain", np.random.default_rng(seed), "realistic")
         assert np.all(rainy >= clean - 1e-6)
         streak = (rainy - clean).mean(axis=2) > 0.02
         coverage.append(streak.mean())
-        # vertical streaks: brightness changes far more across columns than down rows
+        # one direction, within 30 degrees of vertical: the angle of the layer's dominant gradient (structure
+        # tensor of Sobel derivatives, as the Rain100L figures in synthesis.py were measured) from horizontal
         layer = (rainy - clean).mean(axis=2)
-        assert np.abs(np.diff(layer, axis=1)).mean() > 1.5 * np.abs(np.diff(layer, axis=0)).mean()
-    assert 0.01 < float(np.median(coverage)) < 0.25
+        across, down = cv2.Sobel(layer, cv2.CV_32F, 1, 0), cv2.Sobel(layer, cv2.CV_32F, 0, 1)
+        angle = 0.5 * np.degrees(np.arctan2(2 * (across * down).sum(), (across**2).sum() - (down**2).sum()))
+        angles.append(abs(angle))
+    assert 0.01 < float(np.median(coverage)) < 0.35
+    assert max(angles) < 30 and min(angles) < 10 and max(angles) > 15  # mostly near vertical, some slanted
 
 
 def test_realistic_haze_is_tinted_and_deeper_somewhere() -> None:
