@@ -96,32 +96,26 @@ def _script(name: str):
     return module
 
 
-def save_float16(source: Path, target: Path) -> Path:
+def save_float16(source: Path, target: Path, **metadata) -> Path:
+    """Save the checkpoint ``source`` in float16 at ``target``, its metadata updated with ``metadata``."""
     import torch
 
     from dfpir_cli.checkpoint import load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(source, torch.device("cpu"))
-    return save_checkpoint(target, checkpoint.model, checkpoint.prompts, dict(checkpoint.metadata),
+    return save_checkpoint(target, checkpoint.model, checkpoint.prompts, {**checkpoint.metadata, **metadata},
                            dtype=torch.float16)
 
 
 def ship(final: Path) -> None:
     """Copy the fine-tune's ``final`` checkpoint into the package in float16, with the recipe in its metadata."""
-    import torch
-
-    from dfpir_cli.checkpoint import load_checkpoint, save_checkpoint
-
-    checkpoint = load_checkpoint(final, torch.device("cpu"))
-    metadata = dict(checkpoint.metadata)
-    metadata.update(shipped_from=final.name, seed=SEED, recipe=RECIPE,
-                    finetune_args={stage.name: " ".join(stage.train_args()) for stage in STAGES},
-                    training_photos="stage 1: the package photos of train_default_model.py; stages 2 to 4: those and "
-                                    "the 557 photos of fetch_training_photos.py (BSD400 crops, T91, BSD200 minus "
-                                    "every image equal to or cropped from a real test image)",
-                    note="a small model trained on CPU so dfpir works offline; the paper-quality weights come "
-                         "from `dfpir fetch-weights`")
-    save_checkpoint(ASSET_DIR, checkpoint.model, checkpoint.prompts, metadata, dtype=torch.float16)
+    save_float16(final, ASSET_DIR, shipped_from=final.name, seed=SEED, recipe=RECIPE,
+                 finetune_args={stage.name: " ".join(stage.train_args()) for stage in STAGES},
+                 training_photos="stage 1: the package photos of train_default_model.py; stages 2 to 4: those and "
+                                 "the 557 photos of fetch_training_photos.py (BSD400 crops, T91, BSD200 minus every "
+                                 "image equal to or cropped from a real test image)",
+                 note="a small model trained on CPU so dfpir works offline; the paper-quality weights come from "
+                      "`dfpir fetch-weights`")
     ASSET_DIR.chmod(0o755)  # the atomic save stages in a private temporary folder
     for path in ASSET_DIR.iterdir():
         path.chmod(0o644)
@@ -139,7 +133,6 @@ def run_stages(stage1: Path, photos: Path, output: Path, steps: int | None, resu
     """Train every stage of :data:`STAGES` in order; a stage whose ``final/`` was trained as it says is kept."""
     previous, name = stage1, "stage1"
     for stage in STAGES:
-        init = save_float16(previous, output / f"{name}-float16")  # as the stage before would ship
         run = output / stage.name
         if (run / "final" / "config.json").is_file():
             if not _trained_as(run / "final", stage, steps):
@@ -147,6 +140,7 @@ def run_stages(stage1: Path, photos: Path, output: Path, steps: int | None, resu
                                  f"steps or lr): remove {run} or choose another --output")
             print(f"{stage.name}: {run / 'final'} exists, not trained again")
         else:
+            init = save_float16(previous, output / f"{name}-float16")  # as the stage before would ship
             resuming = resume and (run / "resume.pt").is_file()  # a later stage of a resumed run starts afresh
             command = [sys.executable, "-m", "dfpir_cli", "train", "--clean-dir", str(photos), "--init-weights",
                        str(init), "--output", str(run), *stage.train_args(steps), *(["--resume"] if resuming else [])]
