@@ -122,11 +122,12 @@ def ship(final: Path) -> None:
 
 
 def _trained_as(final: Path, stage: Stage, steps: int | None) -> bool:
-    """Whether a stage's ``final/`` was trained with this stage's seed, steps and learning rate."""
+    """Whether a stage's ``final/`` was trained with this stage's seed, steps, learning rate, patch and batch."""
     recipe = json.loads((final / "config.json").read_text()).get("metadata", {}).get("recipe", {})
     phase = (recipe.get("phases") or [{}])[0]
     return (recipe.get("seed") == stage.seed and phase.get("steps") == (steps or stage.steps)
-            and phase.get("lr") == float(stage.lr))
+            and phase.get("lr") == float(stage.lr) and phase.get("patch_size") == stage.patch
+            and phase.get("batch_size") == stage.batch)
 
 
 def run_stages(stage1: Path, photos: Path, output: Path, steps: int | None, resume: bool) -> Path:
@@ -137,7 +138,7 @@ def run_stages(stage1: Path, photos: Path, output: Path, steps: int | None, resu
         if (run / "final" / "config.json").is_file():
             if not _trained_as(run / "final", stage, steps):
                 raise SystemExit(f"{run / 'final'} was trained with other settings than {stage.name} asks (seed, "
-                                 f"steps or lr): remove {run} or choose another --output")
+                                 f"steps, lr, patch or batch): remove {run} or choose another --output")
             print(f"{stage.name}: {run / 'final'} exists, not trained again")
         else:
             init = save_float16(previous, output / f"{name}-float16")  # as the stage before would ship
