@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -46,14 +48,31 @@ def main(
         debug_state["debug"] = True
 
 
-app.command("info")(info.info)
-app.command("fetch-weights")(fetch_weights.fetch_weights)
-app.command("push-weights")(push_weights.push_weights)
-app.command("restore")(restore_command.restore)
-app.command("detect")(detect_command.detect)
-app.command("eval")(eval_command)
-app.command("train")(train_command.train)
-app.command("train-detector")(train_detector_command)
+def reflow(doc: str | None) -> str:
+    """A command's docstring as help: each paragraph one line, so Rich wraps it to the terminal's width.
+
+    Typer's Rich mode keeps single line breaks, which the source needs and a narrow terminal does not (it
+    wraps each source line again, leaving ragged half lines). Paragraphs starting with \\b stay as written.
+    """
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(paragraph if paragraph.startswith("\b") else
+                        " ".join(line.strip() if index else line.rstrip()
+                                 for index, line in enumerate(paragraph.split("\n")))
+                        for paragraph in paragraphs)
+
+
+def _command(name: str, function: Callable) -> None:
+    app.command(name, help=reflow(function.__doc__))(function)
+
+
+_command("info", info.info)
+_command("fetch-weights", fetch_weights.fetch_weights)
+_command("push-weights", push_weights.push_weights)
+_command("restore", restore_command.restore)
+_command("detect", detect_command.detect)
+_command("eval", eval_command)
+_command("train", train_command.train)
+_command("train-detector", train_detector_command)
 
 
 if __name__ == "__main__":  # python -m dfpir_cli.cli

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from dfpir_cli.cli import app
+from dfpir_cli.cli import app, reflow
 
 runner = CliRunner()
 
@@ -13,6 +13,33 @@ def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "info" in result.output
+
+
+def test_reflow_joins_lines_within_paragraphs_only():
+    doc = """First line
+    goes on.
+
+    A paragraph
+      continued.
+
+      dfpir restore x
+      -d hazy
+
+    \b
+    kept
+    as written
+    """
+    assert reflow(doc) == "First line goes on.\n\nA paragraph continued.\n\n  dfpir restore x -d hazy\n\n\b\nkept\nas written"
+
+
+def test_every_command_help_wraps_to_a_narrow_terminal():
+    """No command's help keeps a source line break inside a paragraph (Rich would leave ragged half lines)."""
+    for command in app.registered_commands:
+        help_text = command.help or ""
+        assert help_text and all("\n" not in paragraph for paragraph in help_text.split("\n\n")), command.name
+        result = runner.invoke(app, [command.name, "--help"], terminal_width=80)
+        assert result.exit_code == 0, result.output
+        assert "Usage:" in result.output
 
 
 def test_info_lists_presets_and_degradations():
