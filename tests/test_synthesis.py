@@ -105,10 +105,28 @@ def test_uint8_noise_matches_the_reference_protocol() -> None:
         add_gaussian_noise_uint8(clean.astype(np.float32), 25)
 
 
+def _streak_extent(layer: np.ndarray, gradient_angle: float) -> tuple[float, float]:
+    """(lag in px where the layer's autocorrelation falls to half along the streaks, its value 1 px across)."""
+    centred = layer - layer.mean()
+    spectrum = np.fft.fft2(centred)
+    correlation = np.fft.fftshift(np.real(np.fft.ifft2(spectrum * np.conj(spectrum))))
+    correlation = (correlation / correlation.max()).astype(np.float32)
+    cy, cx = correlation.shape[0] // 2, correlation.shape[1] // 2
+
+    def at(angle: float, lag: float) -> float:
+        point = (cx + lag * np.cos(angle), cy + lag * np.sin(angle))
+        return float(cv2.getRectSubPix(correlation, (1, 1), point)[0, 0])
+
+    along = gradient_angle + np.pi / 2
+    half = next((lag for lag in np.arange(0.5, 60, 0.5) if at(along, lag) < 0.5), 60.0)
+    return float(half), at(gradient_angle, 1.0)
+
+
 def test_realistic_rain_has_rain100l_like_streaks() -> None:
-    """Thin streaks within 30 degrees of vertical covering a few percent of the photo, never darkening it."""
+    """Streaks within 30 degrees of vertical, as long and wide as Rain100L's, covering a few percent of the
+    photo and never darkening it."""
     clean = np.full((160, 160, 3), 0.3, dtype=np.float32)
-    coverage, angles = [], []
+    coverage, angles, lengths, widths = [], [], [], []
     for seed in range(6):
         rainy = synthesize(clean, "rain", np.random.default_rng(seed), "realistic")
         assert np.all(rainy >= clean - 1e-6)
@@ -120,7 +138,12 @@ def test_realistic_rain_has_rain100l_like_streaks() -> None:
         across, down = cv2.Sobel(layer, cv2.CV_32F, 1, 0), cv2.Sobel(layer, cv2.CV_32F, 0, 1)
         angle = 0.5 * np.degrees(np.arctan2(2 * (across * down).sum(), (across**2).sum() - (down**2).sum()))
         angles.append(abs(angle))
+        half_length, across_1px = _streak_extent(layer, np.radians(angle))
+        lengths.append(half_length)
+        widths.append(across_1px)
     assert 0.01 < float(np.median(coverage)) < 0.35
+    # Rain100L: the layer's autocorrelation halves 11-18 px along the streaks and is 0.57-0.67 at 1 px across
+    assert 9 <= float(np.median(lengths)) <= 20 and 0.45 < float(np.median(widths)) < 0.8
     assert max(angles) < 30 and min(angles) < 10 and max(angles) > 15  # mostly near vertical, some slanted
 
 
