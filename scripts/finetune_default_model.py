@@ -33,10 +33,11 @@ stage 4 with the second (up to 30 degrees and 1%, as a quarter of Rain100L's pho
 current one (Rain100L's streak length and width: 16-46 px long, about 2 px wide), so a rerun of stages 2 to 4
 now sees somewhat different rain.
 
-Shipped before: stage 4 (Rain100L 30.33, CBSD68 sigma 25 29.47, LOL 19.15, SOTS 22.58 dB), stage 3 (Rain100L 29.94, CBSD68 sigma 25 29.39, LOL 19.05, SOTS 23.21 dB), stage 2 alone (29.19,
-29.28, 19.37, 23.97 dB) and, before it, a 2,000-step stage 2 with seed 1 and no low-light repeat (28.75, 29.01,
-18.51, 24.72 dB). Tried and not kept: a stage 2 with realistic synthesis only (2,400 steps, fp32): SOTS 24.61,
-Rain100L 28.15, CBSD68 sigma 25 29.07 dB, but LOL fell from 18.95 to 17.60 dB.
+Shipped before: stage 4 (Rain100L 30.33, CBSD68 sigma 25 29.47, LOL 19.15, SOTS 22.58 dB), stage 3 (Rain100L 29.94,
+CBSD68 sigma 25 29.39, LOL 19.05, SOTS 23.21 dB), stage 2 alone (29.19, 29.28, 19.37, 23.97 dB) and, before it, a
+2,000-step stage 2 with seed 1 and no low-light repeat (28.75, 29.01, 18.51, 24.72 dB). Tried and not kept: a stage
+2 with realistic synthesis only (2,400 steps, fp32): SOTS 24.61, Rain100L 28.15, CBSD68 sigma 25 29.07 dB, but LOL
+fell from 18.95 to 17.60 dB.
 """
 
 from __future__ import annotations

@@ -143,6 +143,16 @@ def test_training_samples_carry_their_labels() -> None:
     assert len(seen) >= 5  # clean, single families and noisy pairs all occur
 
 
+def test_the_region_sets_the_scale_the_thumbnail_sees() -> None:
+    """The thumbnail is the sample's region shrunk: a larger region shows more of the photo in it."""
+    photo = np.zeros((400, 400, 3), dtype=np.uint8)
+    photo[::8] = 255  # a stripe every 8 rows: a 64 px thumbnail of a 320 px region squeezes them 5x
+    plain = dict(clean_share=1.0, jpeg_share=0.0)
+    def thumb(region: int) -> np.ndarray:
+        return make_sample(photo, DetectorRecipe(region=region, **plain), SMALL, np.random.default_rng(3))[1]
+    assert thumb(64).std() > 2 * thumb(320).std()  # stripes kept at 1:1, averaged away when shrunk 5x
+
+
 def test_only_the_named_families_are_made_faint() -> None:
     photo = np.random.default_rng(1).integers(0, 256, (120, 150, 3), dtype=np.uint8)
     rain_only = DetectorRecipe(faint_share=1.0, faint_families=("rain",), jpeg_share=0.0)

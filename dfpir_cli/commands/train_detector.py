@@ -72,6 +72,10 @@ def train_detector_command(
     faint_families: Annotated[str, typer.Option(
         "--faint-families", help="Comma list of the families --faint-share weakens: rain, haze or both.")] = (
             ",".join(DetectorRecipe.faint_families)),
+    region: Annotated[int, typer.Option(
+        "--region", help="Side in px of the photo region each sample is made from (its thumbnail is that region "
+                         "shrunk to 64 px: nearer a whole photo's size, nearer the scale detection sees).",
+        min=64)] = DetectorRecipe.region,
     labelled: Annotated[list[str] | None, typer.Option(
         "--labelled", help="LABEL=FOLDER: real photos whose degradation is known, trained on as they are (no "
                            "synthesis): clean, a family (noise, rain, haze, blur, lowlight) or two joined by + "
@@ -114,7 +118,8 @@ def train_detector_command(
                               highlight=False)
         recipe = DetectorRecipe(steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_samples=val_samples,
                                 realistic_share=realistic_share, faint_share=faint_share,
-                                faint_families=faint, workers=workers, labelled_share=labelled_share)
+                                faint_families=faint, workers=workers, labelled_share=labelled_share,
+                                region=region)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err_console, disable=quiet or as_json or not is_interactive()) as progress:
