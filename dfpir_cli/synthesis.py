@@ -196,6 +196,8 @@ def realistic_rain(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     angle = float(rng.choice((-1.0, 1.0))) * 30.0 * rng.random() ** 1.5  # mostly near vertical, as Rain100L's
     seeds = (rng.random((height, width)) < rng.uniform(0.0005, 0.004)).astype(np.float32)
     seeds *= rng.uniform(0.5, 1.0, size=(height, width)).astype(np.float32)
+    if not seeds.any():  # a small patch at a low density can draw no streak: a rainy image has at least one
+        seeds[int(rng.integers(height)), int(rng.integers(width))] = np.float32(rng.uniform(0.5, 1.0))
     streaks: np.ndarray = cv2.filter2D(seeds, -1, _line_kernel(length, angle), borderType=cv2.BORDER_REFLECT)
     streaks = cv2.GaussianBlur(streaks, (0, 0), rng.uniform(0.55, 0.9))
     peak = float(streaks.max())
