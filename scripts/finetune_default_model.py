@@ -79,18 +79,15 @@ class Stage:
                 str(steps or self.steps), "--lr", self.lr, *self.args, "--seed", str(self.seed)]
 
 
+REPEATS = ("--repeat", "blur=2", "--repeat", "lowlight=2")  # blur and low-light patches twice per epoch
+RAIN_TOO = (*REPEATS, "--repeat", "rain=2")  # and rain patches, from stage 3 on
 STAGES = (
-    Stage("stage2", seed=2, steps=6000, lr="5e-4", args=("--warmup-steps", "200", "--val-every", "1000",
-                                                          "--repeat", "blur=2", "--repeat", "lowlight=2")),
-    Stage("stage3", seed=3, steps=8000, lr="3e-4", args=("--warmup-steps", "100", "--val-every", "2000",
-                                                          "--repeat", "blur=2", "--repeat", "lowlight=2",
-                                                          "--repeat", "rain=2")),
+    Stage("stage2", seed=2, steps=6000, lr="5e-4", args=("--warmup-steps", "200", "--val-every", "1000", *REPEATS)),
+    Stage("stage3", seed=3, steps=8000, lr="3e-4", args=("--warmup-steps", "100", "--val-every", "2000", *RAIN_TOO)),
     Stage("stage4", seed=4, steps=7000, lr="2e-4", patch=96, batch=4,
-          args=("--warmup-steps", "100", "--val-every", "1000", "--repeat", "blur=2", "--repeat", "lowlight=2",
-                "--repeat", "rain=2")),
+          args=("--warmup-steps", "100", "--val-every", "1000", *RAIN_TOO)),
     Stage("stage5", seed=5, steps=4000, lr="1.5e-4", patch=128, batch=3,
-          args=("--warmup-steps", "100", "--val-every", "1000", "--repeat", "blur=2", "--repeat", "lowlight=2",
-                "--repeat", "rain=2")),
+          args=("--warmup-steps", "100", "--val-every", "1000", *RAIN_TOO)),
 )
 SEED = STAGES[-1].seed
 RECIPE = "scripts/train_default_model.py, then scripts/finetune_default_model.py"
