@@ -42,8 +42,8 @@ import cv2
 ROOT = Path(__file__).resolve().parent.parent
 ASSET_DIR = ROOT / "dfpir_cli" / "assets" / "detector"
 SEED = 0
-TRAIN_ARGS = ["--steps", "2000", "--region", "320", "--batch-size", "32", "--lr", "2e-3", "--seed", str(SEED), "--workers", "2",
-              "--realistic-share", "0.5", "--faint-families", "rain", "--faint-share", "0.8",
+TRAIN_ARGS = ["--steps", "2000", "--region", "320", "--batch-size", "32", "--lr", "2e-3", "--seed", str(SEED),
+              "--workers", "2", "--realistic-share", "0.5", "--faint-families", "rain", "--faint-share", "0.8",
               "--val-samples", "300"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
