@@ -250,6 +250,17 @@ def test_the_shipped_detector_loads_and_is_small() -> None:
     assert detector.detect(np.zeros((10, 10, 3), np.float32)).label  # a tiny photo is padded, not refused
 
 
+def test_a_photo_and_its_mirror_image_are_scored_alike() -> None:
+    detector = Detector.load()
+    rng = np.random.default_rng(3)
+    for shape in ((321, 481, 3), (50, 70, 3)):
+        photo = rng.random(shape, dtype=np.float32) * np.linspace(0, 1, shape[1], dtype=np.float32)[:, None]
+        probabilities, sigma = detector.scores([photo])
+        mirrored, mirrored_sigma = detector.scores([np.ascontiguousarray(photo[:, ::-1])])
+        torch.testing.assert_close(probabilities, mirrored, atol=0.02, rtol=0)  # a middle crop moves a pixel
+        torch.testing.assert_close(sigma, mirrored_sigma, atol=0.05, rtol=0.03)
+
+
 # --- dfpir detect ------------------------------------------------------------------------------------------------
 
 def test_detect_lists_each_photo(tmp_path: Path, photos: Path) -> None:

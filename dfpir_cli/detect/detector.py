@@ -118,12 +118,22 @@ class Detector:
 
     @torch.inference_mode()
     def scores(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, families) probabilities and (N,) sigma estimates of H x W x 3 float images in [0, 1]."""
+        """(N, families) probabilities and (N,) sigma estimates of H x W x 3 float images in [0, 1].
+
+        Each photo is scored as it is and mirrored left to right (training flips photos so, and no
+        degradation changes with it), and the two are averaged: a photo on the edge of a decision is
+        decided by both views (see README, "Blind restoration").
+        """
         config = self.config
-        crops = torch.from_numpy(np.stack([grid_crops(image, config.crop) for image in images]))
-        thumbs = torch.from_numpy(np.stack([thumbnail(image, config.thumbnail) for image in images]))
+        grids = np.stack([grid_crops(image, config.crop) for image in images])
+        shrunk = np.stack([thumbnail(image, config.thumbnail) for image in images])
+        # the mirror image's views are these mirrored: its grid of crops is this grid, to a pixel (the network
+        # pools over the crops, in any order), and its thumbnail this one mirrored
+        crops = torch.from_numpy(np.concatenate((grids, grids[:, :, :, ::-1])))
+        thumbs = torch.from_numpy(np.concatenate((shrunk, shrunk[:, :, ::-1])))
         logits, log_sigma = self.net(crops.permute(0, 1, 4, 2, 3).float(), thumbs.permute(0, 3, 1, 2).float())
-        return torch.sigmoid(logits), log_sigma.exp()
+        probabilities = torch.sigmoid(logits).reshape(2, len(images), -1).mean(dim=0)
+        return probabilities, log_sigma.reshape(2, len(images)).mean(dim=0).exp()
 
     def detect(self, image: np.ndarray | torch.Tensor, families: Sequence[str] | None = None) -> Detection:
         """What is wrong with one photo: an H x W x 3 array or a (3, H, W) tensor in [0, 1].
