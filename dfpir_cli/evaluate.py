@@ -34,6 +34,7 @@ from .checkpoint import Checkpoint
 from .classic import classic_method, classic_restore
 from .datasets import TestSet
 from .detect import Detector, known_families, plan_prompts
+from .ensemble import self_ensemble
 from .errors import DfpirError, InputError
 from .imageio import LoadedImage, read_image, write_image
 from .metrics import PAPER, MetricOptions, centre_crop, score
@@ -62,6 +63,7 @@ class EvalOptions:
     precision: str = "fp32"  # autocast dtype name (fp32, bf16, fp16); `dfpir eval` resolves auto to one
     classic: bool = False  # also score the classic, non-learned method of each degradation (dfpir_cli.classic)
     detector: Detector | None = None  # also restore with the prompts it detects (--degradation auto)
+    views: int = 1  # self-ensemble: restore in this many mirrored/rotated views and average (dfpir_cli.ensemble)
 
 
 @dataclass
@@ -236,8 +238,10 @@ def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, o
             device, checkpoint.config, batch_size=options.batch_size)
     elif tile == 0:
         tile = None
+    def one_view(view: torch.Tensor, _progress) -> torch.Tensor:
+        return restore_tiled(model, view, code, tile, options.overlap, batch_size=options.batch_size)
     with autocast(device, PRECISIONS[options.precision]):
-        restored = restore_tiled(model, tensor, code, tile, options.overlap, batch_size=options.batch_size)
+        restored = self_ensemble(one_view, tensor, options.views)
     return restored[0].clamp(0, 1).permute(1, 2, 0).numpy()
 
 
@@ -336,6 +340,7 @@ def summary(results: Sequence[SetResult], options: EvalOptions, table: int | Non
         "weights": weights,
         "conventions": options.metrics.to_json(),
         "precision": options.precision,
+        "self_ensemble": options.views,
         "paper_table": table,
         "sets": [result.to_json() for result in results],
         "average": {"psnr": _finite(average(results, "psnr")), "ssim": _finite(average(results, "ssim")),

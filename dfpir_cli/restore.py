@@ -22,6 +22,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .detect import Detection, Detector, known_families, plan_prompts
+from .ensemble import check_views, self_ensemble
 from .errors import DfpirError, InputError
 from .imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_atomic, write_image
 from .precision import autocast, precision_name
@@ -177,7 +178,7 @@ def shard_files(files: list[InputFile], output_dir: Path, suffix: str, ext: str 
 def merge_summaries(parts: list[RestoreSummary], files: list[InputFile]) -> RestoreSummary:
     """One summary of the shares of a batch: problems first, then the files in input order."""
     merged = RestoreSummary(device=parts[0].device, precision=parts[0].precision, tile=parts[0].tile,
-                            prompt=parts[0].prompt, seconds=max(part.seconds for part in parts))
+                            views=parts[0].views, prompt=parts[0].prompt, seconds=max(part.seconds for part in parts))
     for part in parts:
         merged.notes += [note for note in part.notes if note not in merged.notes]
     results = [result for part in parts for result in part.results]
@@ -214,15 +215,17 @@ class Restorer:
 
     def __init__(self, checkpoint: Checkpoint, code: torch.Tensor | None, device: torch.device, precision: str = "fp32",
                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None,
-                 measuring: Callable[[], None] | None = None) -> None:
+                 measuring: Callable[[], None] | None = None, views: int = 1) -> None:
         """``precision`` auto checks (once per checkpoint, cached) that bf16 restores like fp32 before using it
-        (:mod:`dfpir_cli.precision_check`); ``measuring`` is called before that check runs."""
+        (:mod:`dfpir_cli.precision_check`); ``measuring`` is called before that check runs. ``views`` > 1
+        restores each image in that many mirrored and rotated views and averages them (:mod:`dfpir_cli.ensemble`)."""
         if tile is not None and tile < 0:
             raise InputError(f"--tile {tile}: use a positive size, or 0 to run each image whole")
         if overlap < 0:
             raise InputError(f"--tile-overlap {overlap}: the overlap cannot be negative")
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size {batch_size}: at least 1 tile per forward pass")
+        self.views = check_views(views)
         self.device = device
         self.model = checkpoint.model.to(device).eval()
         self.code = None if code is None else code.reshape(1, -1).float()  # None: a Chooser names the prompts
@@ -242,7 +245,8 @@ class Restorer:
         return precision_name(self.dtype)
 
     def tiles_for(self, height: int, width: int) -> int:
-        return count_tiles(height, width, self.tile, self.overlap, self.model.multiple_of)
+        """Forward passes per restoration pass of an image this size (every view's tiles)."""
+        return self.views * count_tiles(height, width, self.tile, self.overlap, self.model.multiple_of)
 
     def restore(self, pixels: torch.Tensor, progress=None, names: tuple[str, ...] | None = None) -> torch.Tensor:
         """Restore one (3, H, W) image in [0, 1]; returns (3, H, W) float32 clamped to [0, 1] on the CPU.
@@ -260,9 +264,10 @@ class Restorer:
             def report(done: int, total: int, index: int = index) -> None:
                 if progress:
                     progress(index * total + done, total * len(codes))
+            def one_view(image: torch.Tensor, progress, code: torch.Tensor = code) -> torch.Tensor:
+                return restore_tiled(self.model, image, code, self.tile, self.overlap, self.batch_size, progress)
             with torch.inference_mode(), autocast(self.device, self.dtype):
-                restored = restore_tiled(self.model, restored, code, self.tile, self.overlap, self.batch_size,
-                                         report).clamp_(0, 1).float()
+                restored = self_ensemble(one_view, restored, self.views, report).clamp_(0, 1).float()
         return restored[0]
 
 
@@ -316,6 +321,7 @@ class RestoreSummary:
     device: str = "cpu"
     precision: str = "fp32"
     tile: int | None = None
+    views: int = 1  # self-ensemble views per restoration pass
     prompt: str = ""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -356,7 +362,7 @@ class RestoreSummary:
                 "low_confidence": [result.source for result in self.low_confidence],
                 "megapixels": round(self.megapixels, 3), "megapixels_per_second": round(self.megapixels_per_second, 4),
                 "seconds": round(self.seconds, 3), "device": self.device, "precision": self.precision,
-                "tile": self.tile, "prompt": self.prompt, "notes": self.notes,
+                "tile": self.tile, "self_ensemble": self.views, "prompt": self.prompt, "notes": self.notes,
                 "files": [vars(result) for result in self.results]}
 
 
@@ -395,7 +401,7 @@ def restore_files(files: list[InputFile], problems: list[InputProblem], restorer
     """
     listener = listener or RestoreListener()
     summary = RestoreSummary(device=str(restorer.device), precision=restorer.precision, tile=restorer.tile,
-                             notes=[restorer.precision_note] if restorer.precision_note else [])
+                             views=restorer.views, notes=[restorer.precision_note] if restorer.precision_note else [])
     for problem in problems:
         result = FileResult(problem.spec, None, "failed", problem.reason)
         summary.results.append(result)

@@ -108,6 +108,14 @@ def test_restore_a_folder(tmp_path: Path, photos: Path, micro_checkpoint: Path) 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"photo{i}.png" for i in range(4)]
 
 
+def test_restore_with_a_self_ensemble_in_tiles(tmp_path: Path, photos: Path, micro_checkpoint: Path) -> None:
+    result = run([*DFPIR, "restore", photos / "photo0.png", "-d", "noise+haze", "-w", micro_checkpoint, "-o",
+                  tmp_path / "out", "--device", "cpu", "--tile", "128", "--self-ensemble", "8", "--json"],
+                 tmp_path, DEADLINE)
+    summary = json.loads(result.stdout)
+    assert summary["processed"] == 1 and summary["failed"] == 0 and summary["self_ensemble"] == 8
+
+
 def test_eval_on_the_synthetic_benchmark(tmp_path: Path, micro_checkpoint: Path) -> None:
     result = run([*DFPIR, "eval", "--dataset", "synthetic", "--size", "48", "--degradation", "noise25",
                   "--degradation", "haze", "-w", micro_checkpoint, "--device", "cpu", "--json"],

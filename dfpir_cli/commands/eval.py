@@ -33,6 +33,7 @@ from ..datasets import (
     synthetic_sets,
 )
 from ..detect import Detector
+from ..ensemble import check_views
 from ..errors import InputError
 from ..evaluate import CSV_COLUMNS, EvalOptions, SetResult, csv_rows, evaluate_set, merge_shares, paper_table, summary
 from ..imageio import write_atomic
@@ -48,6 +49,7 @@ from .common import (
     JsonOpt,
     PrecisionOpt,
     QuietOpt,
+    SelfEnsembleOpt,
     WeightsOpt,
     announce_bf16_check,
     console,
@@ -262,6 +264,7 @@ def eval_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.", min=1)] = 1,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    views: SelfEnsembleOpt = 1,
     classic: Annotated[bool, typer.Option(
         "--classic", help="Also score a classic, non-learned method of each degradation (see above).")] = False,
     csv_path: Annotated[Path | None, typer.Option(
@@ -284,6 +287,7 @@ def eval_command(
         if tasks is not None and tasks not in (3, 5):
             raise InputError(f"--tasks must be 3 or 5, not {tasks}")
         check_precision(precision)
+        check_views(views)
         distributed, torch_device = init_distributed(device)
         quiet = quiet or not distributed.is_main
         checkpoint = _random_checkpoint(preset) if preset else resolve_weights(weights, torch_device)
@@ -298,7 +302,7 @@ def eval_command(
             err_console.print(f"[yellow]note:[/] {choice.note}", highlight=False, soft_wrap=True)
         options = EvalOptions(MetricOptions(y_channel, ssim_gaussian, crop_border, quantize=quantize),
                               tile, overlap, batch_size, save_dir, precision_name(choice.dtype), classic,
-                              detector)
+                              detector, views)
         table_number = paper_table(checkpoint, tasks)
         compare = table_number if any(s.dataset in SUITE_FOLDERS for s in sets) else None
         out = err_console if json_output else console
@@ -345,8 +349,9 @@ def eval_command(
             typer.echo(json.dumps(report, indent=2))
         else:
             out.print(_render(results, report, title))
-            out.print(f"conventions: {report['conventions']['description']}; {options.precision} on {torch_device}",
-                      highlight=False)
+            ensemble = f"; self-ensemble of {views} views" if views > 1 else ""
+            out.print(f"conventions: {report['conventions']['description']}; {options.precision} on {torch_device}"
+                      f"{ensemble}", highlight=False)
             if not quiet:
                 layouts: dict[str, list[str]] = {}
                 for test_set in sets:

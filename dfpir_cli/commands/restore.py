@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..detect import Detector, parse_chain
+from ..ensemble import check_views
 from ..errors import InputError
 from ..precision import check_precision
 from ..restore import (
@@ -42,6 +43,7 @@ from .common import (
     JsonOpt,
     PrecisionOpt,
     QuietOpt,
+    SelfEnsembleOpt,
     WeightsOpt,
     announce_bf16_check,
     console,
@@ -107,6 +109,8 @@ def _print_summary(summary: RestoreSummary, output: Path) -> None:
     table.add_row("speed", f"{summary.megapixels_per_second:.3f} MP/s")
     table.add_row("device", f"{summary.device} ({summary.precision})")
     table.add_row("tile", "whole image" if summary.tile is None else f"{summary.tile} px")
+    if summary.views > 1:
+        table.add_row("self-ensemble", f"{summary.views} views")
     table.add_row("prompt", summary.prompt)
     if summary.detected:
         table.add_row("restored with", ", ".join(f"{label} {count}" for label, count in summary.detected.items()))
@@ -174,6 +178,7 @@ def restore(
                                             "interrupted batch resumes where it stopped).")] = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    views: SelfEnsembleOpt = 1,
     tile: Annotated[int | None, typer.Option(
         "--tile", help="Tile side in pixels for large images (rounded down to a multiple of 8); 0 runs every "
                        "image whole. Default: the largest tile the device's free memory allows (at most 512 on "
@@ -228,6 +233,7 @@ def restore(
                 raise InputError(f"nothing to restore:\n  {reasons}")
             check_outputs_spare_inputs(files, output, suffix, ext)
             check_precision(precision)  # an unknown precision is a usage error before loading
+            check_views(views)
             distributed, torch_device = init_distributed(device)
             if share is not None and distributed.active:
                 raise InputError("--shard splits the files between separate jobs; under torchrun the processes "
@@ -238,7 +244,7 @@ def restore(
                                      weights=weights, detector=detector, device=torch_device,
                                      degradation=degradation, prompt=prompt,
                                      output=output, suffix=suffix, ext=ext, overwrite=overwrite, precision=precision,
-                                     tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
+                                     tile=tile, tile_overlap=tile_overlap, batch_size=batch_size, views=views,
                                      quiet=quiet or as_json)
             if distributed.active:
                 parts: list[RestoreSummary | None] = [None] * distributed.world_size
@@ -259,13 +265,14 @@ def restore(
 def _restore_share(files: list[InputFile], problems: list[InputProblem], index: int, count: int, *,
                    weights: str | None, detector: Path | None, device: torch.device, degradation: str | None,
                    prompt: str | None, output: Path, suffix: str, ext: str | None, overwrite: bool, precision: str,
-                   tile: int | None, tile_overlap: int, batch_size: int | None, quiet: bool) -> RestoreSummary:
+                   tile: int | None, tile_overlap: int, batch_size: int | None, views: int,
+                   quiet: bool) -> RestoreSummary:
     """Restore share ``index`` of ``count`` of the files (all of them when count is 1)."""
     mine = shard_files(files, output, suffix, ext, index, count) if count > 1 else files
     checkpoint = resolve_weights(weights, device)
     code, label, chooser = _prompts(checkpoint, degradation, prompt, detector)
     restorer = Restorer(checkpoint, code, device, precision, tile, tile_overlap, batch_size,
-                        measuring=None if quiet else announce_bf16_check)
+                        measuring=None if quiet else announce_bf16_check, views=views)
     if not quiet and err_console.is_terminal:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn())
