@@ -34,7 +34,7 @@ from .checkpoint import Checkpoint
 from .classic import classic_method, classic_restore
 from .datasets import TestSet
 from .detect import Detector, known_families, plan_prompts
-from .ensemble import self_ensemble
+from .ensemble import self_ensemble, views_for
 from .errors import DfpirError, InputError
 from .imageio import LoadedImage, read_image, write_image
 from .metrics import PAPER, MetricOptions, centre_crop, score
@@ -241,7 +241,7 @@ def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, o
     def one_view(view: torch.Tensor, _progress) -> torch.Tensor:
         return restore_tiled(model, view, code, tile, options.overlap, batch_size=options.batch_size)
     with autocast(device, PRECISIONS[options.precision]):
-        restored = self_ensemble(one_view, tensor, options.views)
+        restored = self_ensemble(one_view, tensor, views_for(degradation, options.views))
     return restored[0].clamp(0, 1).permute(1, 2, 0).numpy()
 
 

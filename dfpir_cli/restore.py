@@ -22,7 +22,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .detect import Detection, Detector, known_families, plan_prompts
-from .ensemble import check_views, self_ensemble
+from .ensemble import check_views, self_ensemble, views_for
 from .errors import DfpirError, InputError
 from .imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_atomic, write_image
 from .precision import autocast, precision_name
@@ -215,10 +215,11 @@ class Restorer:
 
     def __init__(self, checkpoint: Checkpoint, code: torch.Tensor | None, device: torch.device, precision: str = "fp32",
                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None,
-                 measuring: Callable[[], None] | None = None, views: int = 1) -> None:
+                 measuring: Callable[[], None] | None = None, views: int = 1, name: str | None = None) -> None:
         """``precision`` auto checks (once per checkpoint, cached) that bf16 restores like fp32 before using it
         (:mod:`dfpir_cli.precision_check`); ``measuring`` is called before that check runs. ``views`` > 1
-        restores each image in that many mirrored and rotated views and averages them (:mod:`dfpir_cli.ensemble`)."""
+        restores each image in that many mirrored and rotated views and averages them (:mod:`dfpir_cli.ensemble`;
+        rain passes in at most four); ``name`` is the prompt name of ``code``, when it has one."""
         if tile is not None and tile < 0:
             raise InputError(f"--tile {tile}: use a positive size, or 0 to run each image whole")
         if overlap < 0:
@@ -226,6 +227,7 @@ class Restorer:
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size {batch_size}: at least 1 tile per forward pass")
         self.views = check_views(views)
+        self.name = name
         self.device = device
         self.model = checkpoint.model.to(device).eval()
         self.code = None if code is None else code.reshape(1, -1).float()  # None: a Chooser names the prompts
@@ -244,9 +246,10 @@ class Restorer:
     def precision(self) -> str:
         return precision_name(self.dtype)
 
-    def tiles_for(self, height: int, width: int) -> int:
-        """Forward passes per restoration pass of an image this size (every view's tiles)."""
-        return self.views * count_tiles(height, width, self.tile, self.overlap, self.model.multiple_of)
+    def tiles_for(self, height: int, width: int, names: tuple[str, ...] | None = None) -> int:
+        """Forward passes to restore an image this size with these prompts (default: the restorer's code)."""
+        tiles = count_tiles(height, width, self.tile, self.overlap, self.model.multiple_of)
+        return tiles * sum(views_for(name, self.views) for name in (names or (self.name,)))
 
     def restore(self, pixels: torch.Tensor, progress=None, names: tuple[str, ...] | None = None) -> torch.Tensor:
         """Restore one (3, H, W) image in [0, 1]; returns (3, H, W) float32 clamped to [0, 1] on the CPU.
@@ -256,18 +259,23 @@ class Restorer:
         if names is None:
             if self.code is None:
                 raise InputError("no prompt to restore with: name a degradation")
-            codes = [self.code]
+            passes = [(self.code, self.name)]
         else:
-            codes = [self.prompts.code(name).reshape(1, -1).float() for name in names]
-        restored = pixels[None]
-        for index, code in enumerate(codes):
-            def report(done: int, total: int, index: int = index) -> None:
+            passes = [(self.prompts.code(name).reshape(1, -1).float(), name) for name in names]
+        tiles = count_tiles(pixels.shape[-2], pixels.shape[-1], self.tile, self.overlap, self.model.multiple_of)
+        total = self.tiles_for(pixels.shape[-2], pixels.shape[-1], names)
+        restored, finished = pixels[None], 0
+        for code, name in passes:
+            def report(done: int, _count: int, finished: int = finished) -> None:
                 if progress:
-                    progress(index * total + done, total * len(codes))
+                    progress(finished + done, total)
+
             def one_view(image: torch.Tensor, progress, code: torch.Tensor = code) -> torch.Tensor:
                 return restore_tiled(self.model, image, code, self.tile, self.overlap, self.batch_size, progress)
+            views = views_for(name, self.views)
             with torch.inference_mode(), autocast(self.device, self.dtype):
-                restored = self_ensemble(one_view, restored, self.views, report).clamp_(0, 1).float()
+                restored = self_ensemble(one_view, restored, views, report).clamp_(0, 1).float()
+            finished += views * tiles
         return restored[0]
 
 
@@ -439,8 +447,8 @@ def _restore_one(index: int, item: InputFile, restorer: Restorer, output_dir: Pa
         if choice is not None and not choice.names:
             _copy_unchanged(item.path, target, image)
         else:
-            passes = len(choice.names) if choice is not None else 1
-            listener.file_started(index, item.path, passes * restorer.tiles_for(image.height, image.width))
+            listener.file_started(index, item.path,
+                                  restorer.tiles_for(image.height, image.width, choice.names if choice else None))
             restored = restorer.restore(image.pixels, listener.tiles_done, choice.names if choice else None)
             write_image(target, restored, image)
     except (KeyboardInterrupt, SystemExit):

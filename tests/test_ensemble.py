@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from dfpir_cli.checkpoint import load_checkpoint
 from dfpir_cli.cli import app
-from dfpir_cli.ensemble import VIEW_COUNTS, check_views, self_ensemble, unview, view
+from dfpir_cli.ensemble import VIEW_COUNTS, check_views, self_ensemble, unview, view, views_for
 from dfpir_cli.errors import InputError
 from dfpir_cli.metrics import PAPER, score
 from dfpir_cli.model import restore_any_size
@@ -61,6 +61,24 @@ def test_unknown_view_counts_are_refused() -> None:
             check_views(bad)
 
 
+def test_rain_passes_stop_at_four_views() -> None:
+    assert [views_for(name, 8) for name in ("rain", "rainy", "noise25", "haze", "lowlight", None)] == \
+        [4, 4, 8, 8, 8, 8]
+    assert views_for("a photo taken in the rain, free text", 8) == 8  # not a name: every view asked for
+    assert views_for("rain", 2) == 2
+
+
+def test_a_chain_counts_each_pass_in_its_own_views(micro_checkpoint: Path) -> None:
+    checkpoint = load_checkpoint(micro_checkpoint)
+    restorer = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=16, overlap=4, views=8)
+    tiles = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=16, overlap=4).tiles_for(24, 32, ("haze",))
+    assert restorer.tiles_for(24, 32, ("noise25", "rain")) == (8 + 4) * tiles
+    reports: list[tuple[int, int]] = []
+    restorer.restore(torch.rand(3, 24, 32), lambda done, total: reports.append((done, total)), ("noise25", "rain"))
+    assert reports[-1] == ((8 + 4) * tiles, (8 + 4) * tiles)
+    assert [done for done, _ in reports] == sorted(done for done, _ in reports)  # the bar only moves forward
+
+
 def test_restorer_averages_the_mirror_image(micro_checkpoint: Path) -> None:
     checkpoint = load_checkpoint(micro_checkpoint)
     pixels = torch.rand(3, 20, 28)
@@ -89,8 +107,11 @@ def test_restore_cli_self_ensemble(micro_checkpoint: Path, tmp_path: Path) -> No
     with torch.no_grad():
         expected = torch.stack([unview(checkpoint.model(view(image, i), code), i) for i in range(4)]).mean(0)
     expected = (expected.clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255).round()
-    written = np.asarray(Image.open(tmp_path / "x4" / "a.png")).astype(float)
-    assert np.abs(written - expected).max() <= 1  # bf16 or fp32, rounding aside
+    written = np.asarray(Image.open(tmp_path / "x4" / "a.png"))
+    assert np.abs(written.astype(float) - expected).max() <= 1  # bf16 or fp32, rounding aside
+    eight = runner.invoke(app, [*base, "-o", str(tmp_path / "x8"), "--self-ensemble", "8"])
+    assert eight.exit_code == 0 and json.loads(eight.stdout)["self_ensemble"] == 8
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x8" / "a.png")), written)  # rain: 4 views
     plain = runner.invoke(app, [*base, "-o", str(tmp_path / "x1")])
     assert json.loads(plain.stdout)["self_ensemble"] == 1
     refused = runner.invoke(app, [*base[:-1], "-o", str(tmp_path / "bad"), "--self-ensemble", "3"])

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..detect import Detector, parse_chain
-from ..ensemble import check_views
+from ..ensemble import MOST_VIEWS, check_views
 from ..errors import InputError
 from ..precision import check_precision
 from ..restore import (
@@ -110,7 +110,8 @@ def _print_summary(summary: RestoreSummary, output: Path) -> None:
     table.add_row("device", f"{summary.device} ({summary.precision})")
     table.add_row("tile", "whole image" if summary.tile is None else f"{summary.tile} px")
     if summary.views > 1:
-        table.add_row("self-ensemble", f"{summary.views} views")
+        capped = "".join(f", {family} passes {most}" for family, most in MOST_VIEWS.items() if most < summary.views)
+        table.add_row("self-ensemble", f"{summary.views} views{capped}")
     table.add_row("prompt", summary.prompt)
     if summary.detected:
         table.add_row("restored with", ", ".join(f"{label} {count}" for label, count in summary.detected.items()))
@@ -272,7 +273,7 @@ def _restore_share(files: list[InputFile], problems: list[InputProblem], index: 
     checkpoint = resolve_weights(weights, device)
     code, label, chooser = _prompts(checkpoint, degradation, prompt, detector)
     restorer = Restorer(checkpoint, code, device, precision, tile, tile_overlap, batch_size,
-                        measuring=None if quiet else announce_bf16_check, views=views)
+                        measuring=None if quiet else announce_bf16_check, views=views, name=label)
     if not quiet and err_console.is_terminal:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn())
