@@ -322,12 +322,24 @@ def encode_image(restored: torch.Tensor, source: LoadedImage, fmt: str) -> bytes
     return buffer.getvalue()
 
 
+def new_file_mode(directory: bool = False) -> int:
+    """The mode ``open`` or ``mkdir`` gives a new file or folder: 0o666 or 0o777 less the umask.
+
+    Temporary files (``mkstemp``: 0o600, ``mkdtemp``: 0o700) get it before the rename, so an output that is
+    written atomically can be read by whoever could read one written directly.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(temporary, new_file_mode())
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms, ImageOps
 
+from dfpir_cli.checkpoint import write_folder_atomic
 from dfpir_cli.errors import InputError
 from dfpir_cli.imageio import encode_image, read_image, write_atomic, write_image
 
@@ -231,3 +232,17 @@ def test_float_tiff_is_read_on_its_0_1_scale_and_written_back_as_float(tmp_path:
     back = tifffile.imread(tmp_path / "out.tif")
     assert back.dtype == np.float32 and back.shape == pixels.shape
     np.testing.assert_allclose(back, pixels, atol=1e-6 if channels == 3 else 1e-5)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_atomic_outputs_get_the_mode_a_direct_write_would(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "out.png", b"data")
+        folder = write_folder_atomic(tmp_path / "checkpoint", {"config.json": b"{}"})
+        (tmp_path / "direct").write_bytes(b"data")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == (tmp_path / "direct").stat().st_mode & 0o777 == 0o644
+    assert folder.stat().st_mode & 0o777 == 0o755  # not mkstemp's 0o600 and mkdtemp's 0o700
+    assert (folder / "config.json").stat().st_mode & 0o777 == 0o644
