@@ -77,5 +77,5 @@ SelfEnsembleOpt = Annotated[int, typer.Option(
     "--self-ensemble", help="Restore each image in this many views and average them, each view undone: 1 (off), "
                             "2 (and its mirror image), 4 (and both upside down) or 8 (and transposed; rain passes "
                             "stop at 4, as transposed streaks lie sideways). Costs one restoration per view; with "
-                            "the default model 4 views gain 0.25 dB on Rain100L, 0.2-0.3 on CBSD68, 1.7 on SOTS "
+                            "the default model 4 views gain 0.25 dB on Rain100L, 0.24-0.32 on CBSD68, 1.7 on SOTS "
                             "(README, \"Self-ensemble\").")]
