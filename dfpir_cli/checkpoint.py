@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 
 from .errors import CheckpointError, InputError, UnknownDegradationError
-from .imageio import new_file_mode
+from .imageio import share_like_new
 from .model import DFPIR, DFPIRConfig
 from .prompts import DEGRADATIONS, resolve_degradation
 
@@ -122,7 +122,7 @@ def write_folder_atomic(directory: str | Path, files: dict[str, bytes]) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
-        staging.chmod(new_file_mode(directory=True))
+        share_like_new(staging, directory=True)
         for name, data in files.items():
             (staging / name).write_bytes(data)
         if directory.exists():

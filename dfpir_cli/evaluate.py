@@ -91,6 +91,7 @@ class SetResult:
     test_set: TestSet
     images: list[ImageResult] = field(default_factory=list)
     paper: tuple[float, float] | None = None
+    views: int = 1  # self-ensemble views its restorations were averaged over
 
     @property
     def scored(self) -> list[ImageResult]:
@@ -128,7 +129,8 @@ class SetResult:
                 "detected": self.detected} if self.detected else {}
         return {**auto,
             "label": test_set.label, "dataset": test_set.dataset, "degradation": test_set.degradation,
-            "noise_sigma": test_set.noise_sigma, "layout": test_set.layout, "images": len(self.scored),
+            "noise_sigma": test_set.noise_sigma, "layout": test_set.layout, "self_ensemble": self.views,
+            "images": len(self.scored),
             "failed": {image.name: image.error for image in self.failed}, "unpaired": list(test_set.unpaired),
             "psnr": _finite(self.mean("psnr")), "ssim": _finite(self.mean("ssim")),
             "input_psnr": _finite(self.mean("input_psnr")), "input_ssim": _finite(self.mean("input_ssim")),
@@ -238,7 +240,8 @@ def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, o
             device, checkpoint.config, batch_size=options.batch_size)
     elif tile == 0:
         tile = None
-    def one_view(view: torch.Tensor, _progress) -> torch.Tensor:
+
+    def one_view(view: torch.Tensor, _progress: object) -> torch.Tensor:
         return restore_tiled(model, view, code, tile, options.overlap, batch_size=options.batch_size)
     with autocast(device, PRECISIONS[options.precision]):
         restored = self_ensemble(one_view, tensor, views_for(degradation, options.views))
@@ -280,7 +283,8 @@ def evaluate_set(checkpoint: Checkpoint, test_set: TestSet, options: EvalOptions
     """
     checkpoint.prompts.code(test_set.degradation)  # an unknown degradation stops here, before any work
     device = next(checkpoint.model.parameters()).device
-    result = SetResult(test_set, paper=paper_numbers(test_set, table) if table else None)
+    result = SetResult(test_set, paper=paper_numbers(test_set, table) if table else None,
+                       views=views_for(test_set.degradation, options.views))
     loader = PairLoader(test_set, options.metrics.crop_multiple)
     for index, pair in enumerate(test_set.pairs):
         if index % share[1] != share[0]:
@@ -320,7 +324,7 @@ def merge_shares(shares: Sequence[Sequence[SetResult]]) -> list[SetResult]:
     for parts in zip(*shares, strict=True):
         order = {pair.name: position for position, pair in enumerate(parts[0].test_set.pairs)}
         images = sorted((image for part in parts for image in part.images), key=lambda image: order[image.name])
-        merged.append(SetResult(parts[0].test_set, images, parts[0].paper))
+        merged.append(SetResult(parts[0].test_set, images, parts[0].paper, parts[0].views))
     return merged
 
 
@@ -355,7 +359,8 @@ def summary(results: Sequence[SetResult], options: EvalOptions, table: int | Non
 
 
 CSV_COLUMNS = ("set", "dataset", "degradation", "noise_sigma", "image", "psnr", "ssim", "input_psnr", "input_ssim",
-               "classic_psnr", "classic_ssim", "seconds", "error", "detected", "auto_psnr", "auto_ssim")
+               "classic_psnr", "classic_ssim", "seconds", "error", "detected", "auto_psnr", "auto_ssim",
+               "self_ensemble")
 
 
 def csv_rows(results: Sequence[SetResult]) -> list[dict[str, object]]:
@@ -371,7 +376,7 @@ def csv_rows(results: Sequence[SetResult]) -> list[dict[str, object]]:
                          "classic_psnr": _csv_float(image.classic_psnr), "classic_ssim": _csv_float(image.classic_ssim),
                          "seconds": f"{image.seconds:.3f}", "error": image.error or "",
                          "detected": image.detected or "", "auto_psnr": _csv_float(image.auto_psnr),
-                         "auto_ssim": _csv_float(image.auto_ssim)})
+                         "auto_ssim": _csv_float(image.auto_ssim), "self_ensemble": result.views})
     return rows
 
 

@@ -10,6 +10,7 @@ temporary file beside the target and renamed over it: a killed run never leaves 
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -322,15 +323,28 @@ def encode_image(restored: torch.Tensor, source: LoadedImage, fmt: str) -> bytes
     return buffer.getvalue()
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it: set it and put it back, once per process
+    os.umask(mask)
+    return mask
+
+
 def new_file_mode(directory: bool = False) -> int:
     """The mode ``open`` or ``mkdir`` gives a new file or folder: 0o666 or 0o777 less the umask.
 
     Temporary files (``mkstemp``: 0o600, ``mkdtemp``: 0o700) get it before the rename, so an output that is
     written atomically can be read by whoever could read one written directly.
     """
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def share_like_new(path: str | Path, directory: bool = False) -> None:
+    """Give ``path`` :func:`new_file_mode`; where the file system has no modes to set, leave it as it is."""
+    try:
+        os.chmod(path, new_file_mode(directory))
+    except OSError:
+        pass
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
@@ -339,8 +353,8 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(temporary, new_file_mode())
         with os.fdopen(handle, "wb") as file:
+            share_like_new(temporary)
             file.write(data)
             file.flush()
             os.fsync(file.fileno())

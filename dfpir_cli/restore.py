@@ -181,6 +181,7 @@ def merge_summaries(parts: list[RestoreSummary], files: list[InputFile]) -> Rest
                             views=parts[0].views, prompt=parts[0].prompt, seconds=max(part.seconds for part in parts))
     for part in parts:
         merged.notes += [note for note in part.notes if note not in merged.notes]
+        merged.capped.update(part.capped)
     results = [result for part in parts for result in part.results]
     order = {str(item.path): position for position, item in enumerate(files)}
     merged.results = sorted(results, key=lambda result: (result.source in order, order.get(result.source, 0)))
@@ -228,6 +229,7 @@ class Restorer:
             raise InputError(f"--batch-size {batch_size}: at least 1 tile per forward pass")
         self.views = check_views(views)
         self.name = name
+        self.capped: dict[str, int] = {}  # prompt -> the views its passes ran in, where fewer than asked
         self.device = device
         self.model = checkpoint.model.to(device).eval()
         self.code = None if code is None else code.reshape(1, -1).float()  # None: a Chooser names the prompts
@@ -249,7 +251,7 @@ class Restorer:
     def tiles_for(self, height: int, width: int, names: tuple[str, ...] | None = None) -> int:
         """Forward passes to restore an image this size with these prompts (default: the restorer's code)."""
         tiles = count_tiles(height, width, self.tile, self.overlap, self.model.multiple_of)
-        return tiles * sum(views_for(name, self.views) for name in (names or (self.name,)))
+        return tiles * sum(views_for(name, self.views) for name in (names if names is not None else (self.name,)))
 
     def restore(self, pixels: torch.Tensor, progress=None, names: tuple[str, ...] | None = None) -> torch.Tensor:
         """Restore one (3, H, W) image in [0, 1]; returns (3, H, W) float32 clamped to [0, 1] on the CPU.
@@ -270,9 +272,12 @@ class Restorer:
                 if progress:
                     progress(finished + done, total)
 
-            def one_view(image: torch.Tensor, progress, code: torch.Tensor = code) -> torch.Tensor:
-                return restore_tiled(self.model, image, code, self.tile, self.overlap, self.batch_size, progress)
+            def one_view(image: torch.Tensor, view_progress, code: torch.Tensor = code) -> torch.Tensor:
+                return restore_tiled(self.model, image, code, self.tile, self.overlap, self.batch_size,
+                                     view_progress)
             views = views_for(name, self.views)
+            if views < self.views and name is not None:
+                self.capped[name] = views
             with torch.inference_mode(), autocast(self.device, self.dtype):
                 restored = self_ensemble(one_view, restored, views, report).clamp_(0, 1).float()
             finished += views * tiles
@@ -329,7 +334,8 @@ class RestoreSummary:
     device: str = "cpu"
     precision: str = "fp32"
     tile: int | None = None
-    views: int = 1  # self-ensemble views per restoration pass
+    views: int = 1  # self-ensemble views per restoration pass asked for
+    capped: dict[str, int] = field(default_factory=dict)  # prompts that ran in fewer views (rain: 4)
     prompt: str = ""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -370,7 +376,8 @@ class RestoreSummary:
                 "low_confidence": [result.source for result in self.low_confidence],
                 "megapixels": round(self.megapixels, 3), "megapixels_per_second": round(self.megapixels_per_second, 4),
                 "seconds": round(self.seconds, 3), "device": self.device, "precision": self.precision,
-                "tile": self.tile, "self_ensemble": self.views, "prompt": self.prompt, "notes": self.notes,
+                "tile": self.tile, "self_ensemble": self.views,
+                "self_ensemble_capped": self.capped, "prompt": self.prompt, "notes": self.notes,
                 "files": [vars(result) for result in self.results]}
 
 
@@ -422,6 +429,7 @@ def restore_files(files: list[InputFile], problems: list[InputProblem], restorer
         summary.results.append(result)
         listener.file_finished(result)
     summary.seconds = time.perf_counter() - started
+    summary.capped = dict(restorer.capped)
     return summary
 
 

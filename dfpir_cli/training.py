@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import PromptBank, load_checkpoint, load_weights_strict, save_checkpoint
 from .device import pick_device
 from .errors import InputError, TrainingError
-from .imageio import new_file_mode
+from .imageio import share_like_new
 from .model import DFPIR, DFPIRConfig
 from .precision import autocast, check_precision, precision_name, resolve_precision
 from .synthesis import SYNTHESIS_MODELS
@@ -448,7 +448,7 @@ def _atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        os.chmod(temporary, new_file_mode())
+        share_like_new(temporary)
         torch.save(payload, temporary)
         os.replace(temporary, path)
     except BaseException:

@@ -157,9 +157,10 @@ def psnr_table(realsets: Path, detector_path: str | None, weights: str | None) -
 
 
 def speed(detector: Detector, repeats: int = 5) -> None:
-    """Milliseconds per photo for `dfpir detect` (the photo and its mirror image), best of ``repeats``."""
-    print("\nDetection time per photo (the network on the photo and its mirror image; best of "
-          f"{repeats}, {torch.get_num_threads()} thread(s)):")
+    """Milliseconds per photo for `dfpir detect` (the photo and its mirror image), best of ``repeats``, one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    print(f"\nDetection time per photo (the network on the photo and its mirror image; best of {repeats}, one thread):")
     rng = np.random.default_rng(0)
     for width, height in ((481, 321), (4000, 3000)):
         photo = rng.random((height, width, 3), dtype=np.float32)
@@ -170,6 +171,7 @@ def speed(detector: Detector, repeats: int = 5) -> None:
             detector.detect(photo)
             times.append(time.perf_counter() - started)
         print(f"  {width} x {height} ({width * height / 1e6:.2f} MP): {1000 * min(times):.0f} ms")
+    torch.set_num_threads(threads)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def test_restore_cli_self_ensemble(micro_checkpoint: Path, tmp_path: Path) -> No
     base = ["restore", str(tmp_path / "a.png"), "-d", "rain", "-w", str(micro_checkpoint), "--json"]
     result = runner.invoke(app, [*base, "-o", str(tmp_path / "x4"), "--self-ensemble", "4"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["self_ensemble"] == 4
+    assert json.loads(result.stdout)["self_ensemble"] == 4 and json.loads(result.stdout)["self_ensemble_capped"] == {}
     checkpoint = load_checkpoint(micro_checkpoint)
     image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
     code = checkpoint.prompts.code("rain")[None]
@@ -111,6 +112,7 @@ def test_restore_cli_self_ensemble(micro_checkpoint: Path, tmp_path: Path) -> No
     assert np.abs(written.astype(float) - expected).max() <= 1  # bf16 or fp32, rounding aside
     eight = runner.invoke(app, [*base, "-o", str(tmp_path / "x8"), "--self-ensemble", "8"])
     assert eight.exit_code == 0 and json.loads(eight.stdout)["self_ensemble"] == 8
+    assert json.loads(eight.stdout)["self_ensemble_capped"] == {"rain": 4}  # the views that ran
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x8" / "a.png")), written)  # rain: 4 views
     plain = runner.invoke(app, [*base, "-o", str(tmp_path / "x1")])
     assert json.loads(plain.stdout)["self_ensemble"] == 1
@@ -132,10 +134,11 @@ def test_eval_cli_self_ensemble(micro_checkpoint: Path, tmp_path: Path) -> None:
             "-g", "noise25", "-w", str(micro_checkpoint), "--device", "cpu", "--precision", "fp32", "--json"]
     reports = {}
     for views in (1, 8):
-        result = runner.invoke(app, [*base, "--self-ensemble", str(views)])
+        result = runner.invoke(app, [*base, "--self-ensemble", str(views), "--csv", str(tmp_path / f"{views}.csv")])
         assert result.exit_code == 0, result.output
         reports[views] = json.loads(result.stdout)
-        assert reports[views]["self_ensemble"] == views
+        assert reports[views]["self_ensemble"] == reports[views]["sets"][0]["self_ensemble"] == views
+        assert {row["self_ensemble"] for row in csv.DictReader((tmp_path / f"{views}.csv").open())} == {str(views)}
     assert reports[1]["sets"][0]["psnr"] != reports[8]["sets"][0]["psnr"]  # the views were averaged
     checkpoint = load_checkpoint(micro_checkpoint)
     code = checkpoint.prompts.code("noise25")[None]
@@ -147,5 +150,7 @@ def test_eval_cli_self_ensemble(micro_checkpoint: Path, tmp_path: Path) -> None:
             mean = torch.stack([unview(checkpoint.model(view(image, i), code), i) for i in range(8)]).mean(0)
         scores.append(score(mean.clamp(0, 1)[0].permute(1, 2, 0).numpy(), clean, PAPER)[0])
     assert abs(np.mean(scores) - reports[8]["sets"][0]["psnr"]) < 1e-3
+    rain = runner.invoke(app, [*("rain" if arg == "noise25" else arg for arg in base), "--self-ensemble", "8"])
+    assert json.loads(rain.stdout)["sets"][0]["self_ensemble"] == 4  # rain ran in four views
     refused = runner.invoke(app, [*base, "--self-ensemble", "5"])
     assert refused.exit_code == 2 and "--self-ensemble 5" in refused.output

@@ -114,6 +114,10 @@ def test_restore_with_a_self_ensemble_in_tiles(tmp_path: Path, photos: Path, mic
                  tmp_path, DEADLINE)
     summary = json.loads(result.stdout)
     assert summary["processed"] == 1 and summary["failed"] == 0 and summary["self_ensemble"] == 8
+    single = run([*DFPIR, "restore", photos / "photo0.png", "-d", "noise+haze", "-w", micro_checkpoint, "-o",
+                  tmp_path / "single", "--device", "cpu", "--tile", "128", "--json"], tmp_path, DEADLINE)
+    assert json.loads(single.stdout)["processed"] == 1
+    assert (tmp_path / "out" / "photo0.png").read_bytes() != (tmp_path / "single" / "photo0.png").read_bytes()
 
 
 def test_eval_on_the_synthetic_benchmark(tmp_path: Path, micro_checkpoint: Path) -> None:

@@ -75,7 +75,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable 
 OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
 SelfEnsembleOpt = Annotated[int, typer.Option(
     "--self-ensemble", help="Restore each image in this many views and average them, each view undone: 1 (off), "
-                            "2 (and its mirror image), 4 (and both upside down) or 8 (and transposed; rain passes "
-                            "stop at 4, as transposed streaks lie sideways). Costs one restoration per view; with "
-                            "the default model 4 views gain 0.25 dB on Rain100L, 0.24-0.32 on CBSD68, 1.7 on SOTS "
-                            "(README, \"Self-ensemble\").")]
+                            "2 (and its mirror image), 4 (and both upside down) or 8 (and transposed; passes with "
+                            "the rain prompt stop at 4, as transposed streaks lie sideways, but a free-text --prompt "
+                            "gets all 8). Costs one restoration per view; for the default model 4 is the best value "
+                            "on the real test splits (README, \"Self-ensemble\").")]

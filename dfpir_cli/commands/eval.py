@@ -345,6 +345,8 @@ def eval_command(
         title = "dfpir eval" + (f" vs paper Table {1 if compare == 3 else 2} ({compare} tasks)" if compare else "")
         if preset:
             title += f" - UNTRAINED {preset} preset (random weights)"
+        if views > 1:
+            title += f" - self-ensemble of {views} views (the paper: 1)"
         if json_output:
             typer.echo(json.dumps(report, indent=2))
         else:

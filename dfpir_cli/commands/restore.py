@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..detect import Detector, parse_chain
-from ..ensemble import MOST_VIEWS, check_views
+from ..ensemble import check_views
 from ..errors import InputError
 from ..precision import check_precision
 from ..restore import (
@@ -110,7 +110,7 @@ def _print_summary(summary: RestoreSummary, output: Path) -> None:
     table.add_row("device", f"{summary.device} ({summary.precision})")
     table.add_row("tile", "whole image" if summary.tile is None else f"{summary.tile} px")
     if summary.views > 1:
-        capped = "".join(f", {family} passes {most}" for family, most in MOST_VIEWS.items() if most < summary.views)
+        capped = "".join(f", {name} passes {views}" for name, views in summary.capped.items())
         table.add_row("self-ensemble", f"{summary.views} views{capped}")
     table.add_row("prompt", summary.prompt)
     if summary.detected:

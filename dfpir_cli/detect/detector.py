@@ -128,7 +128,8 @@ class Detector:
         grids = np.stack([grid_crops(image, config.crop) for image in images])
         shrunk = np.stack([thumbnail(image, config.thumbnail) for image in images])
         # the mirror image's views are these mirrored: its grid of crops is this grid, to a pixel (the network
-        # pools over the crops, in any order), and its thumbnail this one mirrored
+        # pools over the crops, in any order; a photo narrower than a crop is padded on the other side), and
+        # its thumbnail this one mirrored
         crops = torch.from_numpy(np.concatenate((grids, grids[:, :, :, ::-1])))
         thumbs = torch.from_numpy(np.concatenate((shrunk, shrunk[:, :, ::-1])))
         logits, log_sigma = self.net(crops.permute(0, 1, 4, 2, 3).float(), thumbs.permute(0, 3, 1, 2).float())
