@@ -16,10 +16,10 @@ import torch
 
 from .errors import InputError, UnknownDegradationError
 from .prompts import DEGRADATIONS, resolve_degradation
+from .tiling import ProgressCallback
 
 VIEW_COUNTS = (1, 2, 4, 8)  # 1: the photo alone; 2: and its mirror; 4: and both upside down; 8: all eight
 MOST_VIEWS = {"rain": 4}  # per degradation family: the views that keep its look (rain stays upright)
-ProgressCallback = Callable[[int, int], None]
 Restore = Callable[[torch.Tensor, ProgressCallback | None], torch.Tensor]
 
 

@@ -33,7 +33,7 @@ from ..datasets import (
     synthetic_sets,
 )
 from ..detect import Detector
-from ..ensemble import check_views, views_for
+from ..ensemble import check_views
 from ..errors import InputError
 from ..evaluate import CSV_COLUMNS, EvalOptions, SetResult, csv_rows, evaluate_set, merge_shares, paper_table, summary
 from ..imageio import write_atomic
@@ -351,9 +351,9 @@ def eval_command(
             typer.echo(json.dumps(report, indent=2))
         else:
             out.print(_render(results, report, title))
-            capped = sorted({r.test_set.degradation for r in results if views_for(r.test_set.degradation, views) < views})
+            capped = {result.test_set.degradation: result.views for result in results if result.views < views}
             ensemble = f"; self-ensemble of {views} views" if views > 1 else ""
-            ensemble += "".join(f" ({name}: {views_for(name, views)})" for name in capped)
+            ensemble += "".join(f" ({name}: {count})" for name, count in sorted(capped.items()))
             out.print(f"conventions: {report['conventions']['description']}; {options.precision} on {torch_device}"
                       f"{ensemble}", highlight=False)
             if not quiet:
