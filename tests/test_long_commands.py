@@ -128,6 +128,16 @@ def test_eval_on_the_synthetic_benchmark(tmp_path: Path, micro_checkpoint: Path)
     assert [s["degradation"] for s in scores["sets"]] == ["noise25", "haze"], result.stderr
 
 
+def test_eval_with_a_self_ensemble(tmp_path: Path, micro_checkpoint: Path) -> None:
+    common = [*DFPIR, "eval", "--dataset", "synthetic", "--size", "48", "--degradation", "noise25", "--degradation",
+              "rain", "-w", micro_checkpoint, "--device", "cpu", "--precision", "fp32", "--json"]
+    ensembled = json.loads(run([*common, "--self-ensemble", "8"], tmp_path, DEADLINE).stdout)
+    single = json.loads(run(common, tmp_path, DEADLINE).stdout)
+    assert ensembled["self_ensemble"] == 8
+    assert [s["self_ensemble"] for s in ensembled["sets"]] == [8, 4]  # rain passes stop at four views
+    assert [s["psnr"] for s in ensembled["sets"]] != [s["psnr"] for s in single["sets"]]
+
+
 def test_train_a_detector_then_detect_and_restore_auto(tmp_path: Path, photos: Path, micro_checkpoint: Path) -> None:
     detector, rainy = tmp_path / "detector", tmp_path / "rainy"
     shutil.copytree(photos, rainy)  # stands in for real rainy photos: labelled samples go through the workers too

@@ -347,3 +347,6 @@ def test_progress_bars_in_a_terminal(tmp_path, micro_checkpoint):
     assert "tiles" in result.stderr and "wide.png" in result.stderr  # file and tile bars
     assert "failed" in result.stderr and "zero.png" in result.stderr  # failures reported as they happen
     assert "processed" in result.stdout  # then the summary
+    ensembled = subprocess.run([*command, "--self-ensemble", "4", "--overwrite"], env=env, capture_output=True,
+                               text=True, timeout=300)
+    assert "tiles x 4 views" in ensembled.stderr, ensembled.stderr  # the bar counts each tile in each view

@@ -56,16 +56,21 @@ MAX_ROWS = 25  # rows of failed / skipped files listed in the summary
 
 
 class _ProgressListener(RestoreListener):
-    """Rich progress: one bar over the files, one over the tiles of the current file."""
+    """Rich progress: one bar over the files, one over the forward passes of the current file.
 
-    def __init__(self, progress: Progress, total_files: int) -> None:
+    A pass restores one tile in one view with one prompt, so the second bar counts tiles, times the views of
+    ``--self-ensemble``, times the prompts of a chain.
+    """
+
+    def __init__(self, progress: Progress, total_files: int, views: int = 1) -> None:
         self.progress = progress
         self.files = progress.add_task("files", total=total_files)
-        self.tiles = progress.add_task("tiles", total=1, visible=False)
+        self.label = "  tiles" if views == 1 else f"  tiles x {views} views"
+        self.tiles = progress.add_task(self.label, total=1, visible=False)
 
     def file_started(self, index: int, source: Path, tiles: int) -> None:
         self.progress.update(self.files, description=f"{source.name}")
-        self.progress.reset(self.tiles, total=tiles, completed=0, visible=tiles > 1, description="  tiles")
+        self.progress.reset(self.tiles, total=tiles, completed=0, visible=tiles > 1, description=self.label)
 
     def tiles_done(self, done: int, total: int) -> None:
         self.progress.update(self.tiles, completed=done, total=total)
@@ -279,7 +284,7 @@ def _restore_share(files: list[InputFile], problems: list[InputProblem], index: 
                    TimeRemainingColumn())
         with Progress(*columns, console=err_console) as progress:
             summary = restore_files(mine, problems, restorer, output, suffix, ext, overwrite,
-                                    _ProgressListener(progress, len(mine)), chooser)
+                                    _ProgressListener(progress, len(mine), views), chooser)
     else:
         summary = restore_files(mine, problems, restorer, output, suffix, ext, overwrite, chooser=chooser)
     summary.prompt = label
