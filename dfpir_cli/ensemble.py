@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from .errors import InputError, UnknownDegradationError
-from .prompts import DEGRADATIONS, resolve_degradation
+from .errors import InputError
+from .prompts import family_of
 from .tiling import ProgressCallback
 
 VIEW_COUNTS = (1, 2, 4, 8)  # 1: the photo alone; 2: and its mirror; 4: and both upside down; 8: all eight
@@ -59,10 +59,7 @@ def views_for(prompt: str | None, views: int) -> int:
 
     A free-text prompt (no known name) gets every view asked for.
     """
-    try:
-        family = DEGRADATIONS[resolve_degradation(prompt)].family if prompt else None
-    except UnknownDegradationError:
-        family = None
+    family = family_of(prompt)
     return min(views, MOST_VIEWS.get(family, views)) if family else views
 
 

@@ -74,6 +74,14 @@ def resolve_degradation(name: str) -> str:
     return canonical
 
 
+def family_of(prompt: str | None) -> str | None:
+    """The family (noise, rain, haze, blur, lowlight) of a prompt name or alias; None for free text."""
+    if not prompt:
+        return None
+    canonical = _ALIASES.get(prompt.strip().lower())
+    return DEGRADATIONS[canonical].family if canonical else None
+
+
 def vocabulary(style: PromptStyle) -> dict[str, str]:
     """The degradation names and prompt texts a published checkpoint of this style was trained with."""
     if style == "five-task":

@@ -235,9 +235,11 @@ def test_tiling_options(tmp_path, micro_checkpoint):
     Image.fromarray(rgb(40, 56)).save(tmp_path / "a.png")
     base = (tmp_path / "a.png", "-d", "hazy", "-w", micro_checkpoint)
     code, tiled = run_json(*base, "-o", tmp_path / "tiled", "--tile", "24", "--tile-overlap", "8", "--batch-size", "3")
-    assert code == 0 and tiled["tile"] == 24
+    assert code == 0 and tiled["tile"] == tiled["tile_haze_lowlight"] == 24
     code, whole = run_json(*base, "-o", tmp_path / "whole", "--tile", "0")
-    assert code == 0 and whole["tile"] is None
+    assert code == 0 and whole["tile"] is None and whole["tile_haze_lowlight"] is None
+    code, auto = run_json(*base, "-o", tmp_path / "auto", "--device", "cpu")
+    assert code == 0 and auto["tile"] == 512 and auto["tile_haze_lowlight"] > 512  # haze: the widest tile memory allows
     a = np.asarray(Image.open(tmp_path / "tiled" / "a.png")).astype(float)
     b = np.asarray(Image.open(tmp_path / "whole" / "a.png")).astype(float)
     assert a.shape == b.shape == (40, 56, 3) and np.abs(a - b).mean() < 40  # same image, tile edges aside

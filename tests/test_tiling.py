@@ -8,8 +8,10 @@ import torch
 from conftest import MICRO
 from torch import nn
 
+from dfpir_cli.checkpoint import load_checkpoint
 from dfpir_cli.errors import InputError
 from dfpir_cli.model import DFPIR, DFPIRConfig, restore_any_size
+from dfpir_cli.restore import Restorer
 from dfpir_cli.tiling import _axis_plan, auto_tile_size, computed_pixels, count_tiles, fitted_tile, restore_tiled, tile_shape
 
 TILE, OVERLAP = 256, 32
@@ -181,6 +183,8 @@ def test_auto_tile_size_follows_free_memory():
     assert auto_tile_size("cpu", MICRO, free_bytes=64 * gib) == 512  # CPU cap
     assert auto_tile_size("cuda", MICRO, free_bytes=64 * gib) == 2048  # GPU cap
     assert auto_tile_size("cpu", MICRO, free_bytes=1024) == 64  # never below the floor
+    assert auto_tile_size("cpu", MICRO, free_bytes=64 * gib, speed_cap=False) == 2048  # memory (and 2048) only
+    assert auto_tile_size("cpu", MICRO, free_bytes=1024, speed_cap=False) == 64
     paper = DFPIRConfig()
     sizes = [auto_tile_size("cuda", paper, free_bytes=n * gib) for n in (1, 2, 4, 8)]
     assert sizes == sorted(sizes) and len(set(sizes)) == 4 and all(s % 8 == 0 for s in sizes)
@@ -203,3 +207,21 @@ def test_tiles_shrink_to_fit_without_more_passes():
             starts = [start for start, _ in _axis_plan(length, fitted, overlap)]
             assert all(b - a <= fitted - overlap for a, b in zip(starts, starts[1:], strict=False))  # overlap kept
     assert computed_pixels(300, 400, None, 32) == 304 * 400  # whole: padded to the network's multiple
+
+
+def test_haze_and_low_light_run_in_the_widest_tile_memory_allows(micro_checkpoint):
+    # Tiles would each set the photo's brightness or airlight for themselves: LOL 18.59 dB in 512 px tiles,
+    # 19.27 whole (Restorer's TONE_FAMILIES). The other prompts keep the faster 512 px CPU tile.
+    checkpoint = load_checkpoint(micro_checkpoint)
+    auto = Restorer(checkpoint, None, torch.device("cpu"), "fp32")
+    assert auto.tile == 512 and auto.tone_tile is not None and auto.tone_tile > 512  # the micro model is tiny
+    assert [auto.tile_for(name) for name in ("noise25", "rain", "blur", None, "free text")] == [512] * 5
+    assert auto.tile_for("hazy") == auto.tile_for("lowlight") == auto.tone_tile
+    assert auto.tiles_for(40, 600, ("noise25", "haze")) == count_tiles(40, 600, 512, auto.overlap, 8) + 1
+    pixels = torch.rand(3, 40, 600)
+    code = checkpoint.prompts.code("haze")
+    with torch.no_grad():
+        whole = restore_any_size(checkpoint.model, pixels[None], code[None]).clamp(0, 1)[0]
+    torch.testing.assert_close(auto.restore(pixels, names=("haze",)), whole)
+    fixed = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=64, overlap=8)
+    assert fixed.tile_for("haze") == fixed.tile_for("noise25") == 64  # --tile is the tile of every pass

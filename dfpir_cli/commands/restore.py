@@ -101,6 +101,10 @@ def _print_quiet_summary(summary: RestoreSummary, output: Path) -> None:
                   f"{summary.count('failed')} failed; outputs in {output}", highlight=False, soft_wrap=True)
 
 
+def _tile_text(tile: int | None) -> str:
+    return "whole image" if tile is None else f"{tile} px"
+
+
 def _print_summary(summary: RestoreSummary, output: Path) -> None:
     table = Table(title="dfpir restore", show_header=False)
     table.add_column("", style="bold")
@@ -113,7 +117,9 @@ def _print_summary(summary: RestoreSummary, output: Path) -> None:
     table.add_row("megapixels", f"{summary.megapixels:.2f} in {summary.seconds:.1f} s")
     table.add_row("speed", f"{summary.megapixels_per_second:.3f} MP/s")
     table.add_row("device", f"{summary.device} ({summary.precision})")
-    table.add_row("tile", "whole image" if summary.tile is None else f"{summary.tile} px")
+    table.add_row("tile", _tile_text(summary.tile))
+    if summary.tone_tile != summary.tile:
+        table.add_row("tile (haze, low light)", _tile_text(summary.tone_tile))
     if summary.views > 1:
         capped = "".join(f", {name} passes {views}" for name, views in summary.capped.items())
         table.add_row("self-ensemble", f"{summary.views} views{capped}")
@@ -187,8 +193,9 @@ def restore(
     views: SelfEnsembleOpt = 1,
     tile: Annotated[int | None, typer.Option(
         "--tile", help="Tile side in pixels for large images (rounded down to a multiple of 8); 0 runs every "
-                       "image whole. Default: the largest tile the device's free memory allows (at most 512 on "
-                       "CPU), so small images run whole and large ones never run out of memory.",
+                       "image whole. Default: the largest tile the device's free memory allows, so small images run "
+                       "whole and large ones never run out of memory; on CPU at most 512 (faster) except for haze "
+                       "and low light, whose tone tiles would each set for themselves.",
         show_default=False)] = None,
     tile_overlap: Annotated[int, typer.Option(
         "--tile-overlap", help="Pixels shared by neighbouring tiles, blended smoothly.")] = DEFAULT_OVERLAP,
