@@ -10,17 +10,14 @@ default model: 30.96 dB in one view, 31.21 in four, 28.96 in eight), so rain pas
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from .errors import InputError
 from .prompts import family_of
-from .tiling import ProgressCallback
+from .tiling import ProgressCallback, Restore
 
 VIEW_COUNTS = (1, 2, 4, 8)  # 1: the photo alone; 2: and its mirror; 4: and both upside down; 8: all eight
 MOST_VIEWS = {"rain": 4}  # per degradation family: the views that keep its look (rain stays upright)
-Restore = Callable[[torch.Tensor, ProgressCallback | None], torch.Tensor]
 
 
 def view(image: torch.Tensor, index: int) -> torch.Tensor:

@@ -39,8 +39,9 @@ from .errors import DfpirError, InputError
 from .imageio import LoadedImage, read_image, write_image
 from .metrics import PAPER, MetricOptions, centre_crop, score
 from .precision import PRECISIONS, autocast
+from .prompts import family_of
 from .synthesis import add_gaussian_noise_uint8, synthesize
-from .tiling import _free_device_memory, auto_tile_size, bytes_per_tile_pixel, restore_tiled
+from .tiling import _free_device_memory, auto_tile_size, bytes_per_tile_pixel, restore_tiled, scale_guided
 
 # The paper's numbers (PSNR dB, SSIM), DESIGN.md section 5: Table 1 (3 tasks) and Table 2 (5 tasks).
 PAPER_NUMBERS: dict[int, dict[str, tuple[float, float]]] = {
@@ -64,6 +65,7 @@ class EvalOptions:
     classic: bool = False  # also score the classic, non-learned method of each degradation (dfpir_cli.classic)
     detector: Detector | None = None  # also restore with the prompts it detects (--degradation auto)
     views: int = 1  # self-ensemble: restore in this many mirrored/rotated views and average (dfpir_cli.ensemble)
+    haze_guide: int = 0  # haze: tone from a thumbnail this many pixels on its longer side (restore.HAZE_GUIDE_SIDE)
 
 
 @dataclass
@@ -241,8 +243,11 @@ def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, o
     elif tile == 0:
         tile = None
 
-    def one_view(view: torch.Tensor, _progress: object) -> torch.Tensor:
+    def tiled(view: torch.Tensor, _progress: object) -> torch.Tensor:
         return restore_tiled(model, view, code, tile, options.overlap, batch_size=options.batch_size)
+
+    def one_view(view: torch.Tensor, _progress: object) -> torch.Tensor:
+        return scale_guided(tiled, view, options.haze_guide if family_of(degradation) == "haze" else 0)
     with autocast(device, PRECISIONS[options.precision]):
         restored = self_ensemble(one_view, tensor, views_for(degradation, options.views))
     return restored[0].clamp(0, 1).permute(1, 2, 0).numpy()
@@ -345,6 +350,7 @@ def summary(results: Sequence[SetResult], options: EvalOptions, table: int | Non
         "conventions": options.metrics.to_json(),
         "precision": options.precision,
         "self_ensemble": options.views,
+        "haze_guide": options.haze_guide,
         "paper_table": table,
         "sets": [result.to_json() for result in results],
         "average": {"psnr": _finite(average(results, "psnr")), "ssim": _finite(average(results, "ssim")),

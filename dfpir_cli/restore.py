@@ -28,7 +28,7 @@ from .imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_a
 from .precision import autocast, precision_name
 from .precision_check import inference_precision
 from .prompts import ClipTextEncoder, family_of
-from .tiling import auto_tile_size, count_tiles, restore_tiled
+from .tiling import auto_tile_size, count_tiles, restore_tiled, scale_guided
 
 Status = Literal["processed", "clean", "skipped", "failed"]  # clean: detected clean, copied unchanged
 DEFAULT_OVERLAP = 32
@@ -178,7 +178,8 @@ def shard_files(files: list[InputFile], output_dir: Path, suffix: str, ext: str 
 def merge_summaries(parts: list[RestoreSummary], files: list[InputFile]) -> RestoreSummary:
     """One summary of the shares of a batch: problems first, then the files in input order."""
     merged = RestoreSummary(device=parts[0].device, precision=parts[0].precision, tile=parts[0].tile,
-                            tone_tile=parts[0].tone_tile, views=parts[0].views, prompt=parts[0].prompt, seconds=max(part.seconds for part in parts))
+                            tone_tile=parts[0].tone_tile, haze_guide=parts[0].haze_guide, views=parts[0].views,
+                            prompt=parts[0].prompt, seconds=max(part.seconds for part in parts))
     for part in parts:
         merged.notes += [note for note in part.notes if note not in merged.notes]
         merged.capped.update(part.capped)
@@ -216,6 +217,14 @@ def prompt_code(checkpoint: Checkpoint, degradation: str | None, prompt: str | N
 # with the stage-5 default model, fp32, one view: LOL eval15 (600 x 400) 19.27 dB whole vs 18.59 in 512 px
 # tiles; the two SOTS pairs (550 x 413) 24.46 vs 24.05.
 TONE_FAMILIES = ("haze", "lowlight")
+# Haze passes take their tone (airlight, transmission) from the restoration of a thumbnail this many pixels
+# on its longer side (tiling.scale_guided), detail from the full-size one: the default model learnt haze on
+# 64-128 px patches, and on a whole photo it dehazes less. Measured with the stage-5 default model, fp32, one
+# view: the two SOTS pairs 24.17 dB whole vs 26.97 guided (thumbnails of 128 / 192 / 256 / 384 px: 22.71 /
+# 24.69 / 26.97 / 25.77); ten photos of the synthetic benchmark hazed at full size (400-741 px) 19.48 vs 21.17
+# (128 px: 22.02). Low light gains nothing from it (LOL eval15 19.29 whole, 19.12 guided), so it runs whole.
+HAZE_GUIDE_SIDE = 256
+GUIDED_FAMILIES = ("haze",)
 
 
 class Restorer:
@@ -223,11 +232,13 @@ class Restorer:
 
     def __init__(self, checkpoint: Checkpoint, code: torch.Tensor | None, device: torch.device, precision: str = "fp32",
                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None,
-                 measuring: Callable[[], None] | None = None, views: int = 1, name: str | None = None) -> None:
+                 measuring: Callable[[], None] | None = None, views: int = 1, name: str | None = None,
+                 haze_guide: int = HAZE_GUIDE_SIDE) -> None:
         """``precision`` auto checks (once per checkpoint, cached) that bf16 restores like fp32 before using it
         (:mod:`dfpir_cli.precision_check`); ``measuring`` is called before that check runs. ``views`` > 1
         restores each image in that many mirrored and rotated views and averages them (:mod:`dfpir_cli.ensemble`;
-        rain passes in at most four); ``name`` is the prompt name of ``code``, when it has one."""
+        rain passes in at most four); ``name`` is the prompt name of ``code``, when it has one; haze passes
+        take their tone from a thumbnail ``haze_guide`` pixels on its longer side (0: off; HAZE_GUIDE_SIDE)."""
         if tile is not None and tile < 0:
             raise InputError(f"--tile {tile}: use a positive size, or 0 to run each image whole")
         if overlap < 0:
@@ -235,6 +246,9 @@ class Restorer:
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size {batch_size}: at least 1 tile per forward pass")
         self.views = check_views(views)
+        if haze_guide < 0:
+            raise InputError(f"--haze-guide {haze_guide}: use a thumbnail side in pixels, or 0 to turn it off")
+        self.haze_guide = haze_guide
         self.name = name
         self.capped: dict[str, int] = {}  # prompt -> the views its passes ran in, where fewer than asked
         self.device = device
@@ -262,6 +276,10 @@ class Restorer:
         """The tile side of a pass with this prompt name (None: whole): wider for haze and low light."""
         return self.tone_tile if family_of(name) in TONE_FAMILIES else self.tile
 
+    def guide_for(self, name: str | None) -> int:
+        """The thumbnail side a pass with this prompt takes its tone from (0: none); see HAZE_GUIDE_SIDE."""
+        return self.haze_guide if family_of(name) in GUIDED_FAMILIES else 0
+
     def _tiles(self, height: int, width: int, name: str | None) -> int:
         return count_tiles(height, width, self.tile_for(name), self.overlap, self.model.multiple_of)
 
@@ -288,11 +306,13 @@ class Restorer:
                 if progress:
                     progress(finished + done, total)
 
-            tile = self.tile_for(name)
+            tile, guide = self.tile_for(name), self.guide_for(name)
 
-            def one_view(image: torch.Tensor, view_progress, code: torch.Tensor = code,
-                         tile: int | None = tile) -> torch.Tensor:
-                return restore_tiled(self.model, image, code, tile, self.overlap, self.batch_size, view_progress)
+            def one_view(image: torch.Tensor, view_progress, code: torch.Tensor = code, tile: int | None = tile,
+                         guide: int = guide) -> torch.Tensor:
+                def tiled(view: torch.Tensor, tiles_progress) -> torch.Tensor:
+                    return restore_tiled(self.model, view, code, tile, self.overlap, self.batch_size, tiles_progress)
+                return scale_guided(tiled, image, guide, view_progress)
             views = views_for(name, self.views)
             if views < self.views and name is not None:
                 self.capped[name] = views
@@ -353,6 +373,7 @@ class RestoreSummary:
     precision: str = "fp32"
     tile: int | None = None
     tone_tile: int | None = None  # the tile of haze and low-light passes (Restorer.tone_tile)
+    haze_guide: int = 0  # thumbnail side haze passes take their tone from (Restorer.haze_guide; 0: off)
     views: int = 1  # self-ensemble views per restoration pass asked for
     capped: dict[str, int] = field(default_factory=dict)  # prompts that ran in fewer views (rain: 4)
     prompt: str = ""
@@ -395,7 +416,8 @@ class RestoreSummary:
                 "low_confidence": [result.source for result in self.low_confidence],
                 "megapixels": round(self.megapixels, 3), "megapixels_per_second": round(self.megapixels_per_second, 4),
                 "seconds": round(self.seconds, 3), "device": self.device, "precision": self.precision,
-                "tile": self.tile, "tile_haze_lowlight": self.tone_tile, "self_ensemble": self.views,
+                "tile": self.tile, "tile_haze_lowlight": self.tone_tile, "haze_guide": self.haze_guide,
+                "self_ensemble": self.views,
                 "self_ensemble_capped": self.capped, "prompt": self.prompt, "notes": self.notes,
                 "files": [vars(result) for result in self.results]}
 
@@ -435,7 +457,8 @@ def restore_files(files: list[InputFile], problems: list[InputProblem], restorer
     """
     listener = listener or RestoreListener()
     summary = RestoreSummary(device=str(restorer.device), precision=restorer.precision, tile=restorer.tile,
-                             tone_tile=restorer.tone_tile, views=restorer.views, notes=[restorer.precision_note] if restorer.precision_note else [])
+                             tone_tile=restorer.tone_tile, haze_guide=restorer.haze_guide, views=restorer.views,
+                             notes=[restorer.precision_note] if restorer.precision_note else [])
     for problem in problems:
         result = FileResult(problem.spec, None, "failed", problem.reason)
         summary.results.append(result)

@@ -26,6 +26,7 @@ from .errors import InputError
 from .model import DFPIR, DFPIRConfig, restore_any_size
 
 ProgressCallback = Callable[[int, int], None]
+Restore = Callable[[torch.Tensor, ProgressCallback | None], torch.Tensor]  # (image, progress) -> restored image
 
 # Float32 values alive per pixel of a tile at the peak of a forward pass, per channel of ``config.dim``.
 # Counted from the full-resolution refinement block (GDFN at 2*dim channels: project_in 10.6*dim, the
@@ -33,6 +34,7 @@ ProgressCallback = Callable[[int, int], None]
 # for the allocator's slack. Measured on CPU (ru_maxrss growth of one 256-384 px pass): 44-50*dim for the
 # small and tiny presets.
 ACTIVATION_FLOATS_PER_PIXEL_PER_DIM = 64
+GUIDE_BLUR = 9  # box-blur side, in thumbnail pixels, of scale_guided's low frequencies
 CPU_TILE_CAP = 512  # larger tiles leave the CPU caches behind: slower, unless the prompt needs the context
 GPU_TILE_CAP = 2048
 MIN_TILE = 64
@@ -226,3 +228,29 @@ def auto_tile_size(device: torch.device | str, model_config: DFPIRConfig, dtype:
     side = int(math.sqrt(max(pixels, 0.0))) // DFPIR.multiple_of * DFPIR.multiple_of
     cap = CPU_TILE_CAP if device.type == "cpu" and speed_cap else GPU_TILE_CAP
     return max(MIN_TILE, min(cap, side))
+
+
+def scale_guided(restore: Restore, image: torch.Tensor, side: int,
+                 progress: ProgressCallback | None = None) -> torch.Tensor:
+    """``restore(image, progress)`` (B, 3, H, W) with its low frequencies taken from a thumbnail's restoration.
+
+    The thumbnail is ``image`` scaled (area) so its longer side is ``side``; both restorations are box-blurred
+    (9 px at the thumbnail's scale) and the difference between the thumbnail's and the shrunk full-size one
+    is scaled back up (bilinear) and added. The detail of the full-size restoration stays; its tone (haze's
+    airlight and transmission) becomes the thumbnail's. An image no larger than ``side``, or ``side`` 0,
+    is restored as it is. Not clamped.
+    """
+    height, width = image.shape[-2:]
+    if side <= 0 or max(height, width) <= side:
+        return restore(image, progress)
+    scale = side / max(height, width)
+    size = (max(8, round(height * scale)), max(8, round(width * scale)))
+    thumbnail = restore(F.interpolate(image.float(), size=size, mode="area"), None).float()
+    detail = restore(image, progress).float()
+    shrunk = F.interpolate(detail, size=size, mode="area")
+    correction = _box_blur(thumbnail) - _box_blur(shrunk)
+    return detail + F.interpolate(correction, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def _box_blur(image: torch.Tensor, size: int = GUIDE_BLUR) -> torch.Tensor:
+    return F.avg_pool2d(image, size, stride=1, padding=size // 2, count_include_pad=False)

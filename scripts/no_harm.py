@@ -24,6 +24,7 @@ from rich.table import Table
 from dfpir_cli.evaluate import EvalOptions, restore_array
 from dfpir_cli.imageio import read_image
 from dfpir_cli.metrics import PAPER, centre_crop, score
+from dfpir_cli.restore import HAZE_GUIDE_SIDE
 from dfpir_cli.weights import resolve_weights
 
 REALSETS = Path(__file__).resolve().parents[2] / "shared" / "realsets"
@@ -40,7 +41,7 @@ def clean_photos(root: Path, count: int) -> list[Path]:
     return photos
 
 
-def measure(weights: str | None, photos: list[Path]) -> list[dict[str, object]]:
+def measure(weights: str | None, photos: list[Path], haze_guide: int = HAZE_GUIDE_SIDE) -> list[dict[str, object]]:
     checkpoint = resolve_weights(weights, "cpu")
     checkpoint.model.eval()
     images = [centre_crop(np.ascontiguousarray(read_image(p).pixels.permute(1, 2, 0).numpy()), PAPER.crop_multiple)
@@ -50,7 +51,7 @@ def measure(weights: str | None, photos: list[Path]) -> list[dict[str, object]]:
         psnrs, casts, contrasts = [], [], []
         for image in images:
             with torch.inference_mode():
-                restored = restore_array(checkpoint, image, prompt, EvalOptions(tile=0), torch.device("cpu"))
+                restored = restore_array(checkpoint, image, prompt, EvalOptions(tile=0, haze_guide=haze_guide), torch.device("cpu"))
             psnrs.append(score(restored, image, PAPER)[0])
             casts.append(float(np.abs(restored.mean(axis=(0, 1)) - image.mean(axis=(0, 1))).max()) * 255)
             contrasts.append(float(restored.std() / max(image.std(), 1e-6)))
@@ -76,10 +77,12 @@ def main() -> None:
     parser.add_argument("--realsets", type=Path, default=REALSETS, help="the real test splits' folder")
     parser.add_argument("--count", type=int, default=4, help="photos taken from each clean folder")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--haze-guide", type=int, default=HAZE_GUIDE_SIDE,
+                        help="haze passes' thumbnail side, as `dfpir restore --haze-guide` (0: off)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
     args = parser.parse_args()
     photos = clean_photos(args.realsets, args.count)
-    rows = measure(args.weights, photos)
+    rows = measure(args.weights, photos, args.haze_guide)
     if args.markdown:
         print("| prompt | PSNR vs clean (mean) | worst | colour shift (0-255) | contrast ratio |")
         print("|---|---|---|---|---|")

@@ -12,7 +12,16 @@ from dfpir_cli.checkpoint import load_checkpoint
 from dfpir_cli.errors import InputError
 from dfpir_cli.model import DFPIR, DFPIRConfig, restore_any_size
 from dfpir_cli.restore import Restorer
-from dfpir_cli.tiling import _axis_plan, auto_tile_size, computed_pixels, count_tiles, fitted_tile, restore_tiled, tile_shape
+from dfpir_cli.tiling import (
+    _axis_plan,
+    auto_tile_size,
+    computed_pixels,
+    count_tiles,
+    fitted_tile,
+    restore_tiled,
+    scale_guided,
+    tile_shape,
+)
 
 TILE, OVERLAP = 256, 32
 MICRO_MULTIPLE = DFPIR.multiple_of
@@ -219,9 +228,86 @@ def test_haze_and_low_light_run_in_the_widest_tile_memory_allows(micro_checkpoin
     assert auto.tile_for("hazy") == auto.tile_for("lowlight") == auto.tone_tile
     assert auto.tiles_for(40, 600, ("noise25", "haze")) == count_tiles(40, 600, 512, auto.overlap, 8) + 1
     pixels = torch.rand(3, 40, 600)
-    code = checkpoint.prompts.code("haze")
+    code = checkpoint.prompts.code("lowlight")
     with torch.no_grad():
         whole = restore_any_size(checkpoint.model, pixels[None], code[None]).clamp(0, 1)[0]
-    torch.testing.assert_close(auto.restore(pixels, names=("haze",)), whole)
+    torch.testing.assert_close(auto.restore(pixels, names=("lowlight",)), whole)
     fixed = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=64, overlap=8)
     assert fixed.tile_for("haze") == fixed.tile_for("noise25") == 64  # --tile is the tile of every pass
+
+
+def test_scale_guided_keeps_the_detail_and_takes_the_tone_of_the_thumbnail():
+    image = torch.rand(1, 3, 96, 160)
+    reports: list[tuple[int, int]] = []
+
+    def darker(view, progress):  # a "restoration" whose tone depends on the size it sees
+        if progress:
+            progress(1, 1)
+        return view * (0.5 if view.shape[-1] <= 64 else 1.0)
+    guided = scale_guided(darker, image, 64, lambda done, total: reports.append((done, total)))
+    assert reports == [(1, 1)]  # only the full-size pass reports progress
+    detail = image - torch.nn.functional.avg_pool2d(image, 15, 1, 7, count_include_pad=False)
+    guided_detail = guided - torch.nn.functional.avg_pool2d(guided, 15, 1, 7, count_include_pad=False)
+    assert (guided_detail - detail)[..., 20:-20, 20:-20].abs().mean() < 0.05  # the detail stays
+    assert abs(guided.mean().item() - 0.5 * image.mean().item()) < 0.02  # the tone is the thumbnail's
+    assert torch.equal(scale_guided(darker, image, 0), image)  # 0: off
+    assert torch.equal(scale_guided(darker, image, 160), image)  # no larger than the thumbnail: as it is
+    same = scale_guided(lambda view, _progress: view, image, 64)  # an identity restorer is left alone
+    torch.testing.assert_close(same, image, atol=1e-5, rtol=0)
+
+
+def test_haze_passes_are_guided_by_a_thumbnail(micro_checkpoint):
+    checkpoint = load_checkpoint(micro_checkpoint)
+    guided = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0)
+    plain = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0, haze_guide=0)
+    assert guided.haze_guide == 256 and [guided.guide_for(name) for name in ("hazy", "rain", "lowlight")] == [256, 0, 0]
+    pixels = torch.rand(3, 40, 300)
+    for name in ("noise25", "lowlight"):
+        torch.testing.assert_close(guided.restore(pixels, names=(name,)), plain.restore(pixels, names=(name,)))
+    code = checkpoint.prompts.code("haze")[None]
+
+    def whole(view, _progress):
+        return restore_any_size(checkpoint.model, view, code.expand(view.shape[0], -1))
+    with torch.no_grad():
+        expected = scale_guided(whole, pixels[None], 256).clamp(0, 1)[0]
+    torch.testing.assert_close(guided.restore(pixels, names=("haze",)), expected)
+    assert not torch.allclose(expected, plain.restore(pixels, names=("haze",)))
+    with pytest.raises(InputError, match="--haze-guide -1"):
+        Restorer(checkpoint, None, torch.device("cpu"), "fp32", haze_guide=-1)
+
+
+def test_haze_guide_option_of_restore_and_eval(micro_checkpoint, tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from dfpir_cli.cli import app
+
+    runner = CliRunner()
+    rng = np.random.default_rng(3)
+    for folder in ("in", "gt"):
+        (tmp_path / folder).mkdir()
+    for name in ("p.png", "q.png"):
+        Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(tmp_path / "gt" / name)
+        Image.fromarray(rng.integers(100, 256, (48, 80, 3), dtype=np.uint8)).save(tmp_path / "in" / name)
+    scores = {}
+    for guide in ("0", "32"):
+        result = runner.invoke(app, ["eval", "-d", "paired", "--input-dir", str(tmp_path / "in"), "--target-dir",
+                                     str(tmp_path / "gt"), "-g", "hazy", "-w", str(micro_checkpoint), "--device",
+                                     "cpu", "--precision", "fp32", "--haze-guide", guide, "--json"])
+        assert result.exit_code == 0, result.output
+        scores[guide] = json.loads(result.stdout)
+        assert scores[guide]["haze_guide"] == int(guide)
+    assert scores["0"]["sets"][0]["psnr"] != scores["32"]["sets"][0]["psnr"]
+    written = {}
+    for guide in ("0", "32"):
+        result = runner.invoke(app, ["restore", str(tmp_path / "in" / "p.png"), "-d", "hazy", "-w", str(micro_checkpoint),
+                                     "-o", str(tmp_path / guide), "--haze-guide", guide, "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["haze_guide"] == int(guide)
+        written[guide] = (tmp_path / guide / "p.png").read_bytes()
+    assert written["0"] != written["32"]
+    refused = runner.invoke(app, ["restore", str(tmp_path / "in"), "-d", "hazy", "--haze-guide", "-1"])
+    assert refused.exit_code == 2 and "--haze-guide" in refused.output

@@ -46,6 +46,7 @@ from ..training import init_distributed, shutdown_distributed
 from ..weights import resolve_weights
 from .common import (
     DeviceOpt,
+    HazeGuideOpt,
     JsonOpt,
     PrecisionOpt,
     QuietOpt,
@@ -265,6 +266,7 @@ def eval_command(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     views: SelfEnsembleOpt = 1,
+    haze_guide: HazeGuideOpt = 0,
     classic: Annotated[bool, typer.Option(
         "--classic", help="Also score a classic, non-learned method of each degradation (see above).")] = False,
     csv_path: Annotated[Path | None, typer.Option(
@@ -302,7 +304,7 @@ def eval_command(
             err_console.print(f"[yellow]note:[/] {choice.note}", highlight=False, soft_wrap=True)
         options = EvalOptions(MetricOptions(y_channel, ssim_gaussian, crop_border, quantize=quantize),
                               tile, overlap, batch_size, save_dir, precision_name(choice.dtype), classic,
-                              detector, views)
+                              detector, views, haze_guide)
         table_number = paper_table(checkpoint, tasks)
         compare = table_number if any(s.dataset in SUITE_FOLDERS for s in sets) else None
         out = err_console if json_output else console
@@ -347,6 +349,8 @@ def eval_command(
             title += f" - UNTRAINED {preset} preset (random weights)"
         if views > 1:
             title += f" - self-ensemble of {views} views (the paper: 1)"
+        if haze_guide:
+            title += f" - haze guided by {haze_guide} px thumbnails (the paper: whole)"
         if json_output:
             typer.echo(json.dumps(report, indent=2))
         else:
@@ -354,6 +358,7 @@ def eval_command(
             capped = {result.test_set.degradation: result.views for result in results if result.views < views}
             ensemble = f"; self-ensemble of {views} views" if views > 1 else ""
             ensemble += "".join(f" ({name}: {count})" for name, count in sorted(capped.items()))
+            ensemble += f"; haze guided by a {haze_guide} px thumbnail" if haze_guide else ""
             out.print(f"conventions: {report['conventions']['description']}; {options.precision} on {torch_device}"
                       f"{ensemble}", highlight=False)
             if not quiet:

@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..precision import check_precision
 from ..restore import (
     DEFAULT_OVERLAP,
+    HAZE_GUIDE_SIDE,
     Choice,
     Chooser,
     FileResult,
@@ -40,6 +41,7 @@ from ..training import Distributed, init_distributed, shutdown_distributed
 from ..weights import resolve_weights
 from .common import (
     DeviceOpt,
+    HazeGuideOpt,
     JsonOpt,
     PrecisionOpt,
     QuietOpt,
@@ -123,6 +125,7 @@ def _print_summary(summary: RestoreSummary, output: Path) -> None:
     if summary.views > 1:
         capped = "".join(f", {name} passes {views}" for name, views in summary.capped.items())
         table.add_row("self-ensemble", f"{summary.views} views{capped}")
+    table.add_row("haze guide", f"{summary.haze_guide} px thumbnail" if summary.haze_guide else "off")
     table.add_row("prompt", summary.prompt)
     if summary.detected:
         table.add_row("restored with", ", ".join(f"{label} {count}" for label, count in summary.detected.items()))
@@ -191,6 +194,7 @@ def restore(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     views: SelfEnsembleOpt = 1,
+    haze_guide: HazeGuideOpt = HAZE_GUIDE_SIDE,
     tile: Annotated[int | None, typer.Option(
         "--tile", help="Tile side in pixels for large images (rounded down to a multiple of 8); 0 runs every "
                        "image whole. Default: the largest tile the device's free memory allows, so small images run "
@@ -258,7 +262,7 @@ def restore(
                                      degradation=degradation, prompt=prompt,
                                      output=output, suffix=suffix, ext=ext, overwrite=overwrite, precision=precision,
                                      tile=tile, tile_overlap=tile_overlap, batch_size=batch_size, views=views,
-                                     quiet=quiet or as_json)
+                                     haze_guide=haze_guide, quiet=quiet or as_json)
             if distributed.active:
                 parts: list[RestoreSummary | None] = [None] * distributed.world_size
                 dist.all_gather_object(parts, summary)
@@ -278,14 +282,15 @@ def restore(
 def _restore_share(files: list[InputFile], problems: list[InputProblem], index: int, count: int, *,
                    weights: str | None, detector: Path | None, device: torch.device, degradation: str | None,
                    prompt: str | None, output: Path, suffix: str, ext: str | None, overwrite: bool, precision: str,
-                   tile: int | None, tile_overlap: int, batch_size: int | None, views: int,
+                   tile: int | None, tile_overlap: int, batch_size: int | None, views: int, haze_guide: int,
                    quiet: bool) -> RestoreSummary:
     """Restore share ``index`` of ``count`` of the files (all of them when count is 1)."""
     mine = shard_files(files, output, suffix, ext, index, count) if count > 1 else files
     checkpoint = resolve_weights(weights, device)
     code, label, chooser = _prompts(checkpoint, degradation, prompt, detector)
     restorer = Restorer(checkpoint, code, device, precision, tile, tile_overlap, batch_size,
-                        measuring=None if quiet else announce_bf16_check, views=views, name=label)
+                        measuring=None if quiet else announce_bf16_check, views=views, name=label,
+                        haze_guide=haze_guide)
     if not quiet and err_console.is_terminal:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn())
