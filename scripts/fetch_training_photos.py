@@ -68,7 +68,19 @@ class TestSetGuard:
             raise SystemExit(f"no test images under {realsets}: the guard needs them (pass --realsets)")
 
     def match(self, grey: np.ndarray) -> str | None:
-        """The test image that ``grey`` equals or is a crop of (as stored: both sets keep BSD's orientation), or None."""
+        """The test image that ``grey``, in any of its eight orientations, equals or is a crop of; or None.
+
+        Repositories re-share test photos turned a quarter or mirrored (one re-split Rain100L's test pairs so),
+        so every rotation and mirror image of ``grey`` is tried.
+        """
+        for turns in range(4):
+            for oriented in (np.rot90(grey, turns), np.rot90(grey, turns)[:, ::-1]):
+                name = self._match_as_is(np.ascontiguousarray(oriented))
+                if name is not None:
+                    return name
+        return None
+
+    def _match_as_is(self, grey: np.ndarray) -> str | None:
         for name, test in self.images:
             if grey.shape[0] > test.shape[0] or grey.shape[1] > test.shape[1]:
                 continue

@@ -46,12 +46,13 @@ def measure(weights: str | None, photos: list[Path], haze_guide: int = HAZE_GUID
     checkpoint.model.eval()
     images = [centre_crop(np.ascontiguousarray(read_image(p).pixels.permute(1, 2, 0).numpy()), PAPER.crop_multiple)
               for p in photos]
+    options = EvalOptions(tile=0, haze_guide=haze_guide)
     rows = []
     for prompt in checkpoint.prompts.names:
         psnrs, casts, contrasts = [], [], []
         for image in images:
             with torch.inference_mode():
-                restored = restore_array(checkpoint, image, prompt, EvalOptions(tile=0, haze_guide=haze_guide), torch.device("cpu"))
+                restored = restore_array(checkpoint, image, prompt, options, torch.device("cpu"))
             psnrs.append(score(restored, image, PAPER)[0])
             casts.append(float(np.abs(restored.mean(axis=(0, 1)) - image.mean(axis=(0, 1))).max()) * 255)
             contrasts.append(float(restored.std() / max(image.std(), 1e-6)))
