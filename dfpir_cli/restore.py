@@ -213,9 +213,11 @@ def prompt_code(checkpoint: Checkpoint, degradation: str | None, prompt: str | N
 
 
 # Families whose restoration sets the tone of the whole photo (brightness, airlight): tiles decide it each for
-# itself, so by default their passes run in the largest tile memory allows, not the faster CPU cap. Measured
+# itself, so by default their passes run in the largest tile memory allows, not the faster CPU cap, and a photo
+# larger than that tile takes its tone from a thumbnail as large as the tile (Restorer.guide_for). Measured
 # with the stage-5 default model, fp32, one view: LOL eval15 (600 x 400) 19.27 dB whole vs 18.59 in 512 px
-# tiles; the two SOTS pairs (550 x 413) 24.46 vs 24.05.
+# tiles; the two SOTS pairs (550 x 413) 24.46 vs 24.05; LOL in 256 px tiles 18.37, guided by a 256 px
+# thumbnail 19.10.
 TONE_FAMILIES = ("haze", "lowlight")
 # Haze passes take their tone (airlight, transmission) from the restoration of a thumbnail this many pixels
 # on its longer side (tiling.scale_guided), detail from the full-size one: the default model learnt haze on
@@ -277,8 +279,15 @@ class Restorer:
         return self.tone_tile if family_of(name) in TONE_FAMILIES else self.tile
 
     def guide_for(self, name: str | None) -> int:
-        """The thumbnail side a pass with this prompt takes its tone from (0: none); see HAZE_GUIDE_SIDE."""
-        return self.haze_guide if family_of(name) in GUIDED_FAMILIES else 0
+        """The thumbnail side a pass with this prompt takes its tone from (0: none; tiling.scale_guided).
+
+        Haze: ``haze_guide`` (HAZE_GUIDE_SIDE). Haze and low light, in a photo larger than their tile: a
+        thumbnail as large as the tile, so the tone is set once for the photo rather than once per tile.
+        """
+        family = family_of(name)
+        if family in GUIDED_FAMILIES and self.haze_guide:
+            return self.haze_guide
+        return (self.tone_tile or 0) if family in TONE_FAMILIES else 0
 
     def _tiles(self, height: int, width: int, name: str | None) -> int:
         return count_tiles(height, width, self.tile_for(name), self.overlap, self.model.multiple_of)

@@ -311,3 +311,19 @@ def test_haze_guide_option_of_restore_and_eval(micro_checkpoint, tmp_path):
     assert written["0"] != written["32"]
     refused = runner.invoke(app, ["restore", str(tmp_path / "in"), "-d", "hazy", "--haze-guide", "-1"])
     assert refused.exit_code == 2 and "--haze-guide" in refused.output
+
+
+def test_low_light_larger_than_its_tile_takes_its_tone_from_a_thumbnail_of_that_size(micro_checkpoint):
+    checkpoint = load_checkpoint(micro_checkpoint)
+    tiled = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=64, overlap=8, haze_guide=0)
+    assert [tiled.guide_for(name) for name in ("lowlight", "haze", "noise25", "rain")] == [64, 64, 0, 0]
+    whole = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0)
+    assert whole.guide_for("lowlight") == 0 and whole.guide_for("haze") == 256
+    pixels = torch.rand(3, 40, 200)
+    code = checkpoint.prompts.code("lowlight")[None]
+
+    def tiles(view, _progress):
+        return restore_tiled(checkpoint.model, view, code.expand(view.shape[0], -1), 64, 8, 1)
+    with torch.no_grad():
+        expected = scale_guided(tiles, pixels[None], 64).clamp(0, 1)[0]
+    torch.testing.assert_close(tiled.restore(pixels, names=("lowlight",)), expected)
