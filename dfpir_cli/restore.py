@@ -225,8 +225,19 @@ TONE_FAMILIES = ("haze", "lowlight")
 # view: the two SOTS pairs 24.17 dB whole vs 26.97 guided (thumbnails of 128 / 192 / 256 / 384 px: 22.71 /
 # 24.69 / 26.97 / 25.77); ten photos of the synthetic benchmark hazed at full size (400-741 px) 19.48 vs 21.17
 # (128 px: 22.02). Low light gains nothing from it (LOL eval15 19.29 whole, 19.12 guided), so it runs whole.
+# The guide suits how this model learnt haze, so it is the checkpoint's to ask for: the default model's
+# metadata says "haze_guide": 256; a checkpoint without it (the paper's weights, trained on full-size RESIDE
+# photos) restores as the paper did unless --haze-guide says otherwise.
 HAZE_GUIDE_SIDE = 256
 GUIDED_FAMILIES = ("haze",)
+
+
+def haze_guide_for(checkpoint: Checkpoint, asked: int | None = None) -> int:
+    """The haze guide's thumbnail side: ``asked`` (--haze-guide), else the checkpoint's own, else 0 (off)."""
+    guide = asked if asked is not None else checkpoint.metadata.get("haze_guide", 0)
+    if not isinstance(guide, int) or guide < 0:
+        raise InputError(f"--haze-guide {guide}: use a thumbnail side in pixels, or 0 to turn it off")
+    return guide
 
 
 class Restorer:
@@ -235,12 +246,13 @@ class Restorer:
     def __init__(self, checkpoint: Checkpoint, code: torch.Tensor | None, device: torch.device, precision: str = "fp32",
                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None,
                  measuring: Callable[[], None] | None = None, views: int = 1, name: str | None = None,
-                 haze_guide: int = HAZE_GUIDE_SIDE) -> None:
+                 haze_guide: int | None = None) -> None:
         """``precision`` auto checks (once per checkpoint, cached) that bf16 restores like fp32 before using it
         (:mod:`dfpir_cli.precision_check`); ``measuring`` is called before that check runs. ``views`` > 1
         restores each image in that many mirrored and rotated views and averages them (:mod:`dfpir_cli.ensemble`;
         rain passes in at most four); ``name`` is the prompt name of ``code``, when it has one; haze passes
-        take their tone from a thumbnail ``haze_guide`` pixels on its longer side (0: off; HAZE_GUIDE_SIDE)."""
+        take their tone from a thumbnail ``haze_guide`` pixels on its longer side (0: off; None: the
+        checkpoint's own, :func:`haze_guide_for`)."""
         if tile is not None and tile < 0:
             raise InputError(f"--tile {tile}: use a positive size, or 0 to run each image whole")
         if overlap < 0:
@@ -248,9 +260,7 @@ class Restorer:
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size {batch_size}: at least 1 tile per forward pass")
         self.views = check_views(views)
-        if haze_guide < 0:
-            raise InputError(f"--haze-guide {haze_guide}: use a thumbnail side in pixels, or 0 to turn it off")
-        self.haze_guide = haze_guide
+        self.haze_guide = haze_guide_for(checkpoint, haze_guide)
         self.name = name
         self.capped: dict[str, int] = {}  # prompt -> the views its passes ran in, where fewer than asked
         self.device = device

@@ -114,7 +114,9 @@ def save_float16(source: Path, target: Path, **metadata) -> Path:
 
 def ship(final: Path) -> None:
     """Copy the fine-tune's ``final`` checkpoint into the package in float16, with the recipe in its metadata."""
-    save_float16(final, ASSET_DIR, shipped_from=final.name, seed=SEED, recipe=RECIPE,
+    from dfpir_cli.restore import HAZE_GUIDE_SIDE
+
+    save_float16(final, ASSET_DIR, shipped_from=final.name, seed=SEED, recipe=RECIPE, haze_guide=HAZE_GUIDE_SIDE,
                  finetune_args={stage.name: " ".join(stage.train_args()) for stage in STAGES},
                  training_photos="stage 1: the package photos of train_default_model.py; stages 2 to 5: those and "
                                  "the 557 photos of fetch_training_photos.py (BSD400 crops, T91, BSD200 minus every "

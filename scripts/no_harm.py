@@ -24,7 +24,7 @@ from rich.table import Table
 from dfpir_cli.evaluate import EvalOptions, restore_array
 from dfpir_cli.imageio import read_image
 from dfpir_cli.metrics import PAPER, centre_crop, score
-from dfpir_cli.restore import HAZE_GUIDE_SIDE
+from dfpir_cli.restore import haze_guide_for
 from dfpir_cli.weights import resolve_weights
 
 REALSETS = Path(__file__).resolve().parents[2] / "shared" / "realsets"
@@ -41,12 +41,12 @@ def clean_photos(root: Path, count: int) -> list[Path]:
     return photos
 
 
-def measure(weights: str | None, photos: list[Path], haze_guide: int = HAZE_GUIDE_SIDE) -> list[dict[str, object]]:
+def measure(weights: str | None, photos: list[Path], haze_guide: int | None = None) -> list[dict[str, object]]:
     checkpoint = resolve_weights(weights, "cpu")
     checkpoint.model.eval()
     images = [centre_crop(np.ascontiguousarray(read_image(p).pixels.permute(1, 2, 0).numpy()), PAPER.crop_multiple)
               for p in photos]
-    options = EvalOptions(tile=0, haze_guide=haze_guide)
+    options = EvalOptions(tile=0, haze_guide=haze_guide_for(checkpoint, haze_guide))  # as `dfpir restore` runs
     rows = []
     for prompt in checkpoint.prompts.names:
         psnrs, casts, contrasts = [], [], []
@@ -78,8 +78,8 @@ def main() -> None:
     parser.add_argument("--realsets", type=Path, default=REALSETS, help="the real test splits' folder")
     parser.add_argument("--count", type=int, default=4, help="photos taken from each clean folder")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    parser.add_argument("--haze-guide", type=int, default=HAZE_GUIDE_SIDE,
-                        help="haze passes' thumbnail side, as `dfpir restore --haze-guide` (0: off)")
+    parser.add_argument("--haze-guide", type=int, help="haze passes' thumbnail side, as `dfpir restore --haze-guide` "
+                                                         "(0: off; default: the checkpoint's own, as restore)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
     args = parser.parse_args()
     photos = clean_photos(args.realsets, args.count)

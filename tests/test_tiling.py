@@ -22,6 +22,7 @@ from dfpir_cli.tiling import (
     scale_guided,
     tile_shape,
 )
+from dfpir_cli.weights import resolve_weights
 
 TILE, OVERLAP = 256, 32
 MICRO_MULTIPLE = DFPIR.multiple_of
@@ -258,9 +259,11 @@ def test_scale_guided_keeps_the_detail_and_takes_the_tone_of_the_thumbnail():
 
 def test_haze_passes_are_guided_by_a_thumbnail(micro_checkpoint):
     checkpoint = load_checkpoint(micro_checkpoint)
-    guided = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0)
-    plain = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0, haze_guide=0)
-    assert guided.haze_guide == 256 and [guided.guide_for(name) for name in ("hazy", "rain", "lowlight")] == [256, 0, 0]
+    guided = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0, haze_guide=256)
+    plain = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0)
+    assert [guided.guide_for(name) for name in ("hazy", "rain", "lowlight")] == [256, 0, 0]
+    assert plain.haze_guide == 0  # the micro checkpoint's metadata does not ask for the guide
+    assert Restorer(resolve_weights(None), None, torch.device("cpu"), "fp32").haze_guide == 256  # the default's does
     pixels = torch.rand(3, 40, 300)
     for name in ("noise25", "lowlight"):
         torch.testing.assert_close(guided.restore(pixels, names=(name,)), plain.restore(pixels, names=(name,)))
@@ -274,6 +277,9 @@ def test_haze_passes_are_guided_by_a_thumbnail(micro_checkpoint):
     assert not torch.allclose(expected, plain.restore(pixels, names=("haze",)))
     with pytest.raises(InputError, match="--haze-guide -1"):
         Restorer(checkpoint, None, torch.device("cpu"), "fp32", haze_guide=-1)
+    checkpoint.metadata["haze_guide"] = 64  # a checkpoint may ask for it
+    assert Restorer(checkpoint, None, torch.device("cpu"), "fp32").haze_guide == 64
+    assert Restorer(checkpoint, None, torch.device("cpu"), "fp32", haze_guide=0).haze_guide == 0  # --haze-guide 0 wins
 
 
 def test_haze_guide_option_of_restore_and_eval(micro_checkpoint, tmp_path):
@@ -302,13 +308,14 @@ def test_haze_guide_option_of_restore_and_eval(micro_checkpoint, tmp_path):
         assert scores[guide]["haze_guide"] == int(guide)
     assert scores["0"]["sets"][0]["psnr"] != scores["32"]["sets"][0]["psnr"]
     written = {}
-    for guide in ("0", "32"):
+    for guide in ("0", "32", None):
+        option = ["--haze-guide", guide] if guide else []
         result = runner.invoke(app, ["restore", str(tmp_path / "in" / "p.png"), "-d", "hazy", "-w", str(micro_checkpoint),
-                                     "-o", str(tmp_path / guide), "--haze-guide", guide, "--json"])
+                                     "-o", str(tmp_path / str(guide)), *option, "--json"])
         assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout)["haze_guide"] == int(guide)
-        written[guide] = (tmp_path / guide / "p.png").read_bytes()
-    assert written["0"] != written["32"]
+        assert json.loads(result.stdout)["haze_guide"] == int(guide or 0)  # default: the checkpoint's (none)
+        written[guide] = (tmp_path / str(guide) / "p.png").read_bytes()
+    assert written["0"] != written["32"] and written["0"] == written[None]
     refused = runner.invoke(app, ["restore", str(tmp_path / "in"), "-d", "hazy", "--haze-guide", "-1"])
     assert refused.exit_code == 2 and "--haze-guide" in refused.output
 
@@ -317,7 +324,7 @@ def test_low_light_larger_than_its_tile_takes_its_tone_from_a_thumbnail_of_that_
     checkpoint = load_checkpoint(micro_checkpoint)
     tiled = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=64, overlap=8, haze_guide=0)
     assert [tiled.guide_for(name) for name in ("lowlight", "haze", "noise25", "rain")] == [64, 64, 0, 0]
-    whole = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0)
+    whole = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0, haze_guide=256)
     assert whole.guide_for("lowlight") == 0 and whole.guide_for("haze") == 256
     pixels = torch.rand(3, 40, 200)
     code = checkpoint.prompts.code("lowlight")[None]

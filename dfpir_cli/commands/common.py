@@ -73,12 +73,16 @@ WeightsOpt = Annotated[str | None, typer.Option(
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; errors and the summary only.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
-HazeGuideOpt = Annotated[int, typer.Option(
-    "--haze-guide", min=0, help="Haze passes take their tone (airlight, haze depth) from the restoration of a "
-                                "thumbnail this many pixels on its longer side, and their detail from the full "
-                                "size: the default model dehazes a whole photo less than a small one (the two "
-                                "SOTS pairs: 24.46 dB whole, 27.09 guided by 256 px). 0: off, as the paper "
-                                "restored. Photos no larger than the thumbnail run as they are.")]
+_HAZE_GUIDE_HELP = ("Haze passes take their tone (airlight, haze depth) from the restoration of a thumbnail this "
+                    "many pixels on its longer side, and their detail from the full size: the default model dehazes "
+                    "a whole photo less than a small one (the two SOTS pairs: 24.46 dB whole, 27.09 guided by 256 "
+                    "px). 0: off, as the paper restored. Photos no larger than the thumbnail run as they are.")
+HazeGuideOpt = Annotated[int | None, typer.Option(
+    "--haze-guide", min=0, show_default=False,
+    help=_HAZE_GUIDE_HELP + " Default: the checkpoint's own (256 for the embedded default model, whose metadata "
+                            "asks for it; off for others, the paper's weights included).")]
+EvalHazeGuideOpt = Annotated[int, typer.Option(
+    "--haze-guide", min=0, help=_HAZE_GUIDE_HELP + " Default: off, the paper's protocol.")]
 SelfEnsembleOpt = Annotated[int, typer.Option(
     "--self-ensemble", help="Restore each image in this many views and average them, each view undone: 1 (off), "
                             "2 (and its mirror image), 4 (and both upside down) or 8 (and transposed; passes with "

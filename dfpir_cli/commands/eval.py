@@ -46,7 +46,7 @@ from ..training import init_distributed, shutdown_distributed
 from ..weights import resolve_weights
 from .common import (
     DeviceOpt,
-    HazeGuideOpt,
+    EvalHazeGuideOpt,
     JsonOpt,
     PrecisionOpt,
     QuietOpt,
@@ -266,7 +266,7 @@ def eval_command(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     views: SelfEnsembleOpt = 1,
-    haze_guide: HazeGuideOpt = 0,
+    haze_guide: EvalHazeGuideOpt = 0,
     classic: Annotated[bool, typer.Option(
         "--classic", help="Also score a classic, non-learned method of each degradation (see above).")] = False,
     csv_path: Annotated[Path | None, typer.Option(

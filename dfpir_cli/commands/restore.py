@@ -18,7 +18,6 @@ from ..errors import InputError
 from ..precision import check_precision
 from ..restore import (
     DEFAULT_OVERLAP,
-    HAZE_GUIDE_SIDE,
     Choice,
     Chooser,
     FileResult,
@@ -194,7 +193,7 @@ def restore(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     views: SelfEnsembleOpt = 1,
-    haze_guide: HazeGuideOpt = HAZE_GUIDE_SIDE,
+    haze_guide: HazeGuideOpt = None,
     tile: Annotated[int | None, typer.Option(
         "--tile", help="Tile side in pixels for large images (rounded down to a multiple of 8); 0 runs every "
                        "image whole. Default: the largest tile the device's free memory allows, so small images run "
@@ -282,7 +281,7 @@ def restore(
 def _restore_share(files: list[InputFile], problems: list[InputProblem], index: int, count: int, *,
                    weights: str | None, detector: Path | None, device: torch.device, degradation: str | None,
                    prompt: str | None, output: Path, suffix: str, ext: str | None, overwrite: bool, precision: str,
-                   tile: int | None, tile_overlap: int, batch_size: int | None, views: int, haze_guide: int,
+                   tile: int | None, tile_overlap: int, batch_size: int | None, views: int, haze_guide: int | None,
                    quiet: bool) -> RestoreSummary:
     """Restore share ``index`` of ``count`` of the files (all of them when count is 1)."""
     mine = shard_files(files, output, suffix, ext, index, count) if count > 1 else files
