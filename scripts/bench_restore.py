@@ -14,6 +14,7 @@ weights runs before the timed rounds, in a cache folder of its own, and its time
     .venv/bin/python scripts/bench_restore.py                                  # 4000x3000, auto vs fp32
     .venv/bin/python scripts/bench_restore.py --preset paper --precision bf16,fp32 --rounds 1
     .venv/bin/python scripts/bench_restore.py --size 2000x1500 --precision fp32  # a quarter of the pixels
+    .venv/bin/python scripts/bench_restore.py --precision auto --tile auto,512   # haze's wide tile vs 512 px
     .venv/bin/python scripts/bench_restore.py --allocator both --rounds 1        # + glibc's allocator left as is
     .venv/bin/python scripts/bench_restore.py --device cuda --precision bf16,fp16,fp32 --batch-size 8
 """
@@ -39,8 +40,8 @@ from dfpir_cli.checkpoint import PromptBank, save_checkpoint
 from dfpir_cli.device import KEEP_FREED_ENV
 from dfpir_cli.model import DFPIR, PRESETS
 from dfpir_cli.precision_check import CACHE_ENV
-from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, random_codes
-from dfpir_cli.restore import DEFAULT_OVERLAP
+from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, family_of, random_codes
+from dfpir_cli.restore import DEFAULT_OVERLAP, TONE_FAMILIES
 from dfpir_cli.tiling import computed_pixels, count_tiles, tile_shape
 
 Image.MAX_IMAGE_PIXELS = None
@@ -75,6 +76,11 @@ def run_restore(arguments: list[str], env: dict[str, str]) -> tuple[dict, float,
     return json.loads(stdout), wall, peak
 
 
+def tile_of(summary: dict, degradation: str) -> int | None:
+    """The tile a restore of this degradation ran in (haze and low light run in their own, wider one)."""
+    return summary["tile_haze_lowlight"] if family_of(degradation) in TONE_FAMILIES else summary["tile"]
+
+
 def psnr(a: Path, b: Path) -> float:
     x = np.asarray(Image.open(a), dtype=np.float64) / 255
     y = np.asarray(Image.open(b), dtype=np.float64) / 255
@@ -92,7 +98,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="restores per variant, alternating (median kept)")
     parser.add_argument("--degradation", default="haze")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--tile", type=int, default=None, help="tile side (default: dfpir restore's)")
+    parser.add_argument("--tile", default="auto",
+                        help="tile side, or a comma list of them to compare (auto: dfpir restore's default)")
     parser.add_argument("--overlap", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the children")
@@ -102,7 +109,9 @@ def main() -> None:
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     precisions = [value.strip() for value in args.precision.split(",") if value.strip()]
-    variants = precisions + ([f"{value}/glibc" for value in precisions] if args.allocator == "both" else [])
+    tiles = [value.strip() for value in args.tile.split(",") if value.strip()] or ["auto"]
+    variants = [f"{precision}/{tile}/" for tile in tiles for precision in precisions]  # precision/tile/allocator
+    variants += [f"{precision}/{tile}/glibc" for tile in tiles for precision in precisions] if args.allocator == "both" else []
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -120,7 +129,7 @@ def main() -> None:
         Image.fromarray(synthetic_photo(width, height)).save(photo, compress_level=1)
         options = ["-d", args.degradation, "--device", args.device]
         options += ["-w", weights] if weights else []
-        for flag, value in (("--tile", args.tile), ("--tile-overlap", args.overlap), ("--batch-size", args.batch_size)):
+        for flag, value in (("--tile-overlap", args.overlap), ("--batch-size", args.batch_size)):
             options += [flag, str(value)] if value is not None else []
 
         if "auto" in precisions:  # the one-off bf16 check of these weights, outside the timed runs
@@ -132,34 +141,38 @@ def main() -> None:
         results: dict[str, list[tuple[dict, float, float]]] = {variant: [] for variant in variants}
         for _ in range(args.rounds):
             for variant in variants:
-                precision, _, allocator = variant.partition("/")
+                precision, tile, allocator = variant.split("/")
                 output = root / f"out-{variant.replace('/', '-')}"
-                results[variant].append(run_restore([str(photo), *options, "--precision", precision, "-o", str(output)],
-                                                    {**env, KEEP_FREED_ENV: "0"} if allocator else env))
-        agreement = {variant: psnr(root / f"out-{variants[0]}" / "photo.png",
+                tiling = [] if tile == "auto" else ["--tile", tile]
+                results[variant].append(run_restore([str(photo), *options, *tiling, "--precision", precision, "-o",
+                                                     str(output)], {**env, KEEP_FREED_ENV: "0"} if allocator else env))
+        agreement = {variant: psnr(root / f"out-{variants[0].replace('/', '-')}" / "photo.png",
                                    root / f"out-{variant.replace('/', '-')}" / "photo.png")
                      for variant in variants}
 
     megapixels = width * height / 1e6
     first = results[variants[0]][0][0]
     described = f"random {args.preset} preset" if args.preset else weights or "the default model"
-    print(f"{width}x{height} = {megapixels:.1f} MP, weights: {described}, "
-          f"{args.device}, tile {first['tile']}, {args.rounds} round(s) per variant, "
+    print(f"{width}x{height} = {megapixels:.1f} MP, weights: {described}, -d {args.degradation}, "
+          f"{args.device}, tile {tile_of(first, args.degradation)}, {args.rounds} round(s) per variant, "
           f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}, {os.cpu_count()} CPUs")
-    if first["tile"]:
+    tile = tile_of(first, args.degradation)
+    if tile:
         overlap = args.overlap if args.overlap is not None else DEFAULT_OVERLAP
-        computed = computed_pixels(height, width, first["tile"], overlap)
-        print(f"tiling: {count_tiles(height, width, first['tile'], overlap)} tiles of "
-              f"{'x'.join(map(str, tile_shape(height, width, first['tile'], overlap, DFPIR.multiple_of)))} px, "
+        computed = computed_pixels(height, width, tile, overlap)
+        print(f"tiling ({variants[0]}): {count_tiles(height, width, tile, overlap)} tiles of "
+              f"{'x'.join(map(str, tile_shape(height, width, tile, overlap, DFPIR.multiple_of)))} px, "
               f"{computed / (width * height):.3f}x the photo's pixels computed")
     times = {variant: statistics.median(run[0]["seconds"] for run in runs) for variant, runs in results.items()}
     for variant, runs in results.items():
         summary = runs[-1][0]
         seconds = times[variant]
         each = ", ".join(f"{run[0]['seconds']:.1f}" for run in runs)
-        precision, _, allocator = variant.partition("/")
-        print(f"--precision {precision:>4}{' (glibc allocator as is)' if allocator else ''} "
-              f"(ran {summary['precision']}): restore {seconds:.1f} s median "
+        precision, tile, allocator = variant.split("/")
+        ran_tile = tile_of(summary, args.degradation)
+        print(f"--precision {precision:>4} --tile {tile} (ran {summary['precision']}, {ran_tile or 'whole'} px"
+              f"{', haze guide ' + str(summary['haze_guide']) if summary['haze_guide'] else ''})"
+              f"{' (glibc allocator as is)' if allocator else ''}: restore {seconds:.1f} s median "
               f"({each}), {megapixels / seconds:.3f} MP/s, "
               f"peak RSS {max(run[2] for run in runs):.0f} MiB; speed-up vs {variants[0]}: "
               f"{times[variants[0]] / seconds:.2f}x; output {agreement[variant]:.1f} dB PSNR from {variants[0]}'s")
