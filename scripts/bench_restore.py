@@ -170,8 +170,9 @@ def main() -> None:
         each = ", ".join(f"{run[0]['seconds']:.1f}" for run in runs)
         precision, tile, allocator = variant.split("/")
         ran_tile = tile_of(summary, args.degradation)
+        guided = summary["haze_guide"] and family_of(args.degradation) == "haze"
         print(f"--precision {precision:>4} --tile {tile} (ran {summary['precision']}, {ran_tile or 'whole'} px"
-              f"{', haze guide ' + str(summary['haze_guide']) if summary['haze_guide'] else ''})"
+              f"{', haze guide ' + str(summary['haze_guide']) if guided else ''})"
               f"{' (glibc allocator as is)' if allocator else ''}: restore {seconds:.1f} s median "
               f"({each}), {megapixels / seconds:.3f} MP/s, "
               f"peak RSS {max(run[2] for run in runs):.0f} MiB; speed-up vs {variants[0]}: "
