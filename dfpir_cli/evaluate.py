@@ -232,7 +232,11 @@ def fits_whole(height: int, width: int, checkpoint: Checkpoint, device: torch.de
 
 def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, options: EvalOptions,
                   device: torch.device) -> np.ndarray:
-    """Restore one H x W x 3 float image with the tiling code of ``restore``; returns it clipped to [0, 1]."""
+    """Restore one H x W x 3 float image with the tiling code of ``restore``; returns it clipped to [0, 1].
+
+    The paper's way by default: whole when it fits, else in tiles. Unlike ``restore`` there is no wider tile
+    for haze and low light and no tile-sized thumbnail; haze passes are guided only by ``options.haze_guide``.
+    """
     model = checkpoint.model
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
     code = checkpoint.prompts.code(degradation)[None]

@@ -28,7 +28,7 @@ from .imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_a
 from .precision import autocast, precision_name
 from .precision_check import inference_precision
 from .prompts import ClipTextEncoder, family_of
-from .tiling import auto_tile_size, count_tiles, restore_tiled, scale_guided
+from .tiling import _free_device_memory, auto_tile_size, count_tiles, restore_tiled, scale_guided
 
 Status = Literal["processed", "clean", "skipped", "failed"]  # clean: detected clean, copied unchanged
 DEFAULT_OVERLAP = 32
@@ -222,21 +222,29 @@ TONE_FAMILIES = ("haze", "lowlight")
 # Haze passes take their tone (airlight, transmission) from the restoration of a thumbnail this many pixels
 # on its longer side (tiling.scale_guided), detail from the full-size one: the default model learnt haze on
 # 64-128 px patches, and on a whole photo it dehazes less. Measured with the stage-5 default model, fp32, one
-# view: the two SOTS pairs 24.17 dB whole vs 26.97 guided (thumbnails of 128 / 192 / 256 / 384 px: 22.71 /
-# 24.69 / 26.97 / 25.77); ten photos of the synthetic benchmark hazed at full size (400-741 px) 19.48 vs 21.17
-# (128 px: 22.02). Low light gains nothing from it (LOL eval15 19.29 whole, 19.12 guided), so it runs whole.
+# view: `dfpir eval --dataset SOTS ... --haze-guide 256`: 24.46 dB whole vs 27.09 guided. A sweep by script
+# (no centre crop): SOTS 24.17 whole, thumbnails of 128 / 192 / 256 / 384 px 22.71 / 24.69 / 26.97 / 25.77;
+# ten photos of the synthetic benchmark hazed at full size (400-741 px) 19.48 whole, 21.17 at 256 (128 px:
+# 22.02). Low light gains nothing from a small thumbnail (LOL eval15 19.29 whole, 19.12 at 256), so it runs
+# whole when it fits the tile.
 # The guide suits how this model learnt haze, so it is the checkpoint's to ask for: the default model's
 # metadata says "haze_guide": 256; a checkpoint without it (the paper's weights, trained on full-size RESIDE
 # photos) restores as the paper did unless --haze-guide says otherwise.
 HAZE_GUIDE_SIDE = 256
 GUIDED_FAMILIES = ("haze",)
+TONE_TILE_STEP = 256  # the wide tile is rounded down to a multiple of this
 
 
 def haze_guide_for(checkpoint: Checkpoint, asked: int | None = None) -> int:
     """The haze guide's thumbnail side: ``asked`` (--haze-guide), else the checkpoint's own, else 0 (off)."""
-    guide = asked if asked is not None else checkpoint.metadata.get("haze_guide", 0)
-    if not isinstance(guide, int) or guide < 0:
-        raise InputError(f"--haze-guide {guide}: use a thumbnail side in pixels, or 0 to turn it off")
+    if asked is not None:
+        if asked < 0:
+            raise InputError(f"--haze-guide {asked}: use a thumbnail side in pixels, or 0 to turn it off")
+        return asked
+    guide = checkpoint.metadata.get("haze_guide", 0)
+    if isinstance(guide, bool) or not isinstance(guide, int) or guide < 0:
+        raise InputError(f"the checkpoint's metadata asks for haze_guide {guide!r}, not a thumbnail side in pixels: "
+                         "pass --haze-guide N (0: off) to override it")
     return guide
 
 
@@ -272,8 +280,11 @@ class Restorer:
         self.batch_size = batch_size or (1 if device.type == "cpu" else 4)
         tone_tile = tile
         if tile is None:
-            tile = auto_tile_size(device, checkpoint.config, self.dtype, self.batch_size)
-            tone_tile = auto_tile_size(device, checkpoint.config, self.dtype, self.batch_size, speed_cap=False)
+            free = _free_device_memory(device)
+            tile = auto_tile_size(device, checkpoint.config, self.dtype, self.batch_size, free)
+            tone_tile = auto_tile_size(device, checkpoint.config, self.dtype, self.batch_size, free, speed_cap=False)
+            if tone_tile >= TONE_TILE_STEP:  # in steps, so that what is free at the time barely changes results
+                tone_tile = tone_tile // TONE_TILE_STEP * TONE_TILE_STEP
         self.tile: int | None = tile or None  # None: each image whole
         self.tone_tile: int | None = tone_tile or None  # the tile of haze and low-light passes (TONE_FAMILIES)
         if self.tile is not None and overlap >= self.tile:
@@ -292,12 +303,14 @@ class Restorer:
         """The thumbnail side a pass with this prompt takes its tone from (0: none; tiling.scale_guided).
 
         Haze: ``haze_guide`` (HAZE_GUIDE_SIDE). Haze and low light, in a photo larger than their tile: a
-        thumbnail as large as the tile, so the tone is set once for the photo rather than once per tile.
+        thumbnail as large as the tile, so the tone is set once for the photo rather than once per tile (only
+        ``--tile 0`` runs them unguided whatever the size). The smaller of the two when both apply.
         """
         family = family_of(name)
-        if family in GUIDED_FAMILIES and self.haze_guide:
-            return self.haze_guide
-        return (self.tone_tile or 0) if family in TONE_FAMILIES else 0
+        if family not in TONE_FAMILIES:
+            return 0
+        sides = [side for side in (self.haze_guide if family in GUIDED_FAMILIES else 0, self.tone_tile or 0) if side]
+        return min(sides, default=0)  # never a thumbnail larger than the tile: it would be tiled itself
 
     def _tiles(self, height: int, width: int, name: str | None) -> int:
         return count_tiles(height, width, self.tile_for(name), self.overlap, self.model.multiple_of)

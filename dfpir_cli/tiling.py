@@ -175,18 +175,34 @@ def computed_pixels(height: int, width: int, tile: int | None, overlap: int,
 
 
 def _available_host_memory() -> int:
-    """Bytes of RAM available to a new allocation: MemAvailable on Linux, free pages elsewhere."""
+    """Bytes of RAM available to a new allocation: MemAvailable on Linux (less where a cgroup, as in a container
+    or a SLURM job, allows less), free pages elsewhere."""
     meminfo = Path("/proc/meminfo")
     try:
         for line in meminfo.read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                return min(int(line.split()[1]) * 1024, _cgroup_headroom())
     except (OSError, ValueError, IndexError):
         pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 4 * 1024**3
+
+
+def _cgroup_headroom(root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Bytes this process's memory cgroup (v2, else v1) still allows; a huge number where none limits it."""
+    unlimited = 1 << 62
+    for limit_name, usage_name in (("memory.max", "memory.current"),
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            limit = (root / limit_name).read_text().strip()
+            if limit == "max":
+                return unlimited
+            return max(0, int(limit) - int((root / usage_name).read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    return unlimited
 
 
 def _free_device_memory(device: torch.device) -> int:
@@ -249,7 +265,7 @@ def scale_guided(restore: Restore, image: torch.Tensor, side: int,
     detail = restore(image, progress).float()
     shrunk = F.interpolate(detail, size=size, mode="area")
     correction = _box_blur(thumbnail) - _box_blur(shrunk)
-    return detail + F.interpolate(correction, size=(height, width), mode="bilinear", align_corners=False)
+    return detail.add_(F.interpolate(correction, size=(height, width), mode="bilinear", align_corners=False))
 
 
 def _box_blur(image: torch.Tensor, size: int = GUIDE_BLUR) -> torch.Tensor:

@@ -334,3 +334,15 @@ def test_low_light_larger_than_its_tile_takes_its_tone_from_a_thumbnail_of_that_
     with torch.no_grad():
         expected = scale_guided(tiles, pixels[None], 64).clamp(0, 1)[0]
     torch.testing.assert_close(tiled.restore(pixels, names=("lowlight",)), expected)
+
+
+def test_the_thumbnail_is_never_larger_than_the_tile(micro_checkpoint):
+    checkpoint = load_checkpoint(micro_checkpoint)
+    small_tile = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=128, overlap=8, haze_guide=256)
+    assert small_tile.guide_for("haze") == 128  # a 256 px thumbnail would itself be cut into 128 px tiles
+    assert Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=512, haze_guide=256).guide_for("haze") == 256
+    auto = Restorer(checkpoint, None, torch.device("cpu"), "fp32")
+    assert auto.tone_tile is not None and auto.tone_tile % 256 == 0  # in steps: free memory barely matters
+    checkpoint.metadata["haze_guide"] = True
+    with pytest.raises(InputError, match="metadata asks for haze_guide True"):
+        Restorer(checkpoint, None, torch.device("cpu"), "fp32")

@@ -76,7 +76,9 @@ OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", help="Output folde
 _HAZE_GUIDE_HELP = ("Haze passes take their tone (airlight, haze depth) from the restoration of a thumbnail this "
                     "many pixels on its longer side, and their detail from the full size: the default model dehazes "
                     "a whole photo less than a small one (the two SOTS pairs: 24.46 dB whole, 27.09 guided by 256 "
-                    "px). 0: off, as the paper restored. Photos no larger than the thumbnail run as they are.")
+                    "px). 0: off, as the paper restored (a photo larger than the haze tile still takes its tone from a "
+                    "thumbnail as large as that tile, as low light does; --tile 0 runs every photo whole). Photos no "
+                    "larger than the thumbnail run as they are.")
 HazeGuideOpt = Annotated[int | None, typer.Option(
     "--haze-guide", min=0, show_default=False,
     help=_HAZE_GUIDE_HELP + " Default: the checkpoint's own (256 for the embedded default model, whose metadata "

@@ -59,8 +59,9 @@ MAX_ROWS = 25  # rows of failed / skipped files listed in the summary
 class _ProgressListener(RestoreListener):
     """Rich progress: one bar over the files, one over the forward passes of the current file.
 
-    A pass restores one tile in one view with one prompt, so the second bar counts tiles, times the views of
-    ``--self-ensemble``, times the prompts of a chain.
+    A pass restores one tile of the full-size photo in one view with one prompt, so the second bar counts
+    tiles, times the views of ``--self-ensemble`` (4 at most for rain), times the prompts of a chain; the
+    thumbnail a haze or low-light pass may take its tone from is not counted.
     """
 
     def __init__(self, progress: Progress, total_files: int, views: int = 1) -> None:
