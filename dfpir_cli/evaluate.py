@@ -41,7 +41,7 @@ from .metrics import PAPER, MetricOptions, centre_crop, score
 from .precision import PRECISIONS, autocast
 from .prompts import family_of
 from .synthesis import add_gaussian_noise_uint8, synthesize
-from .tiling import _free_device_memory, auto_tile_size, bytes_per_tile_pixel, restore_tiled, scale_guided
+from .tiling import GUIDED_FAMILIES, _free_device_memory, auto_tile_size, bytes_per_tile_pixel, tiled_restore
 
 # The paper's numbers (PSNR dB, SSIM), DESIGN.md section 5: Table 1 (3 tasks) and Table 2 (5 tasks).
 PAPER_NUMBERS: dict[int, dict[str, tuple[float, float]]] = {
@@ -247,11 +247,8 @@ def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, o
     elif tile == 0:
         tile = None
 
-    def tiled(view: torch.Tensor, _progress: object) -> torch.Tensor:
-        return restore_tiled(model, view, code, tile, options.overlap, batch_size=options.batch_size)
-
-    def one_view(view: torch.Tensor, _progress: object) -> torch.Tensor:
-        return scale_guided(tiled, view, options.haze_guide if family_of(degradation) == "haze" else 0)
+    guide = options.haze_guide if family_of(degradation) in GUIDED_FAMILIES else 0
+    one_view = tiled_restore(model, code, tile, options.overlap, options.batch_size, guide)
     with autocast(device, PRECISIONS[options.precision]):
         restored = self_ensemble(one_view, tensor, views_for(degradation, options.views))
     return restored[0].clamp(0, 1).permute(1, 2, 0).numpy()

@@ -28,7 +28,7 @@ from .imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_a
 from .precision import autocast, precision_name
 from .precision_check import inference_precision
 from .prompts import ClipTextEncoder, family_of
-from .tiling import _free_device_memory, auto_tile_size, count_tiles, restore_tiled, scale_guided
+from .tiling import GUIDED_FAMILIES, _free_device_memory, auto_tile_size, count_tiles, tiled_restore
 
 Status = Literal["processed", "clean", "skipped", "failed"]  # clean: detected clean, copied unchanged
 DEFAULT_OVERLAP = 32
@@ -231,7 +231,6 @@ TONE_FAMILIES = ("haze", "lowlight")
 # metadata says "haze_guide": 256; a checkpoint without it (the paper's weights, trained on full-size RESIDE
 # photos) restores as the paper did unless --haze-guide says otherwise.
 HAZE_GUIDE_SIDE = 256
-GUIDED_FAMILIES = ("haze",)
 TONE_TILE_STEP = 256  # the wide tile is rounded down to a multiple of this
 
 
@@ -338,13 +337,8 @@ class Restorer:
                 if progress:
                     progress(finished + done, total)
 
-            tile, guide = self.tile_for(name), self.guide_for(name)
-
-            def one_view(image: torch.Tensor, view_progress, code: torch.Tensor = code, tile: int | None = tile,
-                         guide: int = guide) -> torch.Tensor:
-                def tiled(view: torch.Tensor, tiles_progress) -> torch.Tensor:
-                    return restore_tiled(self.model, view, code, tile, self.overlap, self.batch_size, tiles_progress)
-                return scale_guided(tiled, image, guide, view_progress)
+            one_view = tiled_restore(self.model, code, self.tile_for(name), self.overlap, self.batch_size,
+                                     self.guide_for(name))
             views = views_for(name, self.views)
             if views < self.views and name is not None:
                 self.capped[name] = views

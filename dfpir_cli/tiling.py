@@ -35,6 +35,7 @@ Restore = Callable[[torch.Tensor, ProgressCallback | None], torch.Tensor]  # (im
 # small and tiny presets.
 ACTIVATION_FLOATS_PER_PIXEL_PER_DIM = 64
 GUIDE_BLUR = 9  # box-blur side, in thumbnail pixels, of scale_guided's low frequencies
+GUIDED_FAMILIES = ("haze",)  # degradation families a --haze-guide thumbnail guides (restore.HAZE_GUIDE_SIDE)
 CPU_TILE_CAP = 512  # larger tiles leave the CPU caches behind: slower, unless the prompt needs the context
 GPU_TILE_CAP = 2048
 MIN_TILE = 64
@@ -244,6 +245,18 @@ def auto_tile_size(device: torch.device | str, model_config: DFPIRConfig, dtype:
     side = int(math.sqrt(max(pixels, 0.0))) // DFPIR.multiple_of * DFPIR.multiple_of
     cap = CPU_TILE_CAP if device.type == "cpu" and speed_cap else GPU_TILE_CAP
     return max(MIN_TILE, min(cap, side))
+
+
+def tiled_restore(model: DFPIR, codes: torch.Tensor, tile: int | None, overlap: int, batch_size: int = 4,
+                  guide: int = 0) -> Restore:
+    """``restore_tiled`` with these settings as a :data:`Restore`, its tone taken from a thumbnail ``guide``
+    pixels on its longer side (:func:`scale_guided`; 0: none): one view of ``restore`` and ``eval``."""
+    def tiles(image: torch.Tensor, progress: ProgressCallback | None) -> torch.Tensor:
+        return restore_tiled(model, image, codes, tile, overlap, batch_size, progress)
+
+    def restore(image: torch.Tensor, progress: ProgressCallback | None) -> torch.Tensor:
+        return scale_guided(tiles, image, guide, progress)
+    return restore
 
 
 def scale_guided(restore: Restore, image: torch.Tensor, side: int,
