@@ -254,17 +254,47 @@ def read_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _strip_prefix(payload)
 
 
+# The authors' published checkpoints carry three scalars per DGPB from an earlier version of the attention
+# perturbation, which weighted four attention maps (attn1-attn4); the released network keeps only ``attn4``
+# (DESIGN.md section 2), and the reference test script drops the rest silently (strict=False). These twelve,
+# and only where they are single numbers, are dropped by name; any other stray key is still an error.
+LEGACY_KEYS = frozenset(f"{block}.select_attn.attn{index}"
+                        for block in ("encoder_shuffle_channel1", "encoder_shuffle_channel2",
+                                      "encoder_shuffle_channel3", "latent_shuffle_channel")
+                        for index in (1, 2, 3))
+
+
+def drop_legacy_keys(state_dict: dict[str, torch.Tensor],
+                     expected: set[str]) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """``state_dict`` without the :data:`LEGACY_KEYS` the network does not use, and the keys dropped.
+
+    A legacy key that is not a single number is kept, so the strict check refuses it as unexpected.
+    """
+    dropped = tuple(sorted(key for key, value in state_dict.items()
+                           if key in LEGACY_KEYS and key not in expected and value.numel() == 1 and value.ndim <= 1))
+    return {key: value for key, value in state_dict.items() if key not in dropped}, dropped
+
+
 def import_reference(path: str | Path, prompts: PromptBank, config: DFPIRConfig | None = None,
                      metadata: dict[str, Any] | None = None) -> Checkpoint:
     """Turn a reference checkpoint into a :class:`Checkpoint`, keys checked strictly.
 
     The reference scripts load with ``strict=False`` and silently keep random weights for keys they do
-    not find; here any missing, extra or misshapen key is an error.
+    not find; here any missing, extra or misshapen key is an error, except the authors' obsolete scalars
+    (:data:`LEGACY_KEYS`), which are dropped and named in ``metadata["provenance"]["dropped_keys"]``.
     """
     state_dict = read_reference_state_dict(path)
     config = config or infer_config(state_dict)
     if prompts.codes.shape[1] != config.text_dim:
         raise CheckpointError(f"prompt codes are {prompts.codes.shape[1]}-d but the network expects {config.text_dim}")
     model = DFPIR(config)
+    state_dict, dropped = drop_legacy_keys(state_dict, set(model.state_dict()))
     load_weights_strict(model, state_dict, str(path))
-    return Checkpoint(model.eval(), prompts, {"source": Path(path).name, **(metadata or {})})
+    metadata = {"source": Path(path).name, **(metadata or {})}
+    if dropped:
+        provenance = dict(metadata.get("provenance") or {})
+        provenance["dropped_keys"] = list(dropped)
+        provenance["dropped_why"] = ("obsolete scalars of an earlier attention variant, unused by the released "
+                                     "network (the reference test script drops them too)")
+        metadata["provenance"] = provenance
+    return Checkpoint(model.eval(), prompts, metadata)

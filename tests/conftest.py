@@ -114,6 +114,42 @@ def reference_checkpoint_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
     return buffer.getvalue()
 
 
+# The names under which the authors publish their checkpoints (the reference training names files by their scores).
+PUBLISHED_FIVE_TASK = ("DFPIR-5D-pn31.29-0.8889_pr37.62-0.9779_ph31.64-0.9794_pb28.82-0.8734_pl23.82-0.8428_"
+                       "avr30.64-0.9125.pth.tar")
+PUBLISHED_THREE_TASK_SIMPLE = ("DFPIR-3D-SP_p_n34.12-0.9348_31.45-0.8911_28.18-0.8009_p_r38.63-0.9821_"
+                               "p_h31.93-0.9805avr32.86-0.9179.pt")
+
+
+def published_checkpoint_bytes(config: DFPIRConfig, tensors: dict[str, torch.Tensor],
+                               extra: dict[str, torch.Tensor] | None = None) -> bytes:
+    """A file laid out as the authors' published 5-task checkpoint, around the fixture's ``model.*`` weights.
+
+    ``{'epoch', 'state_dict', 'optimizer', 'scheduler'}`` as train_5D_DFPIR.py saves them: the weights plus the
+    twelve obsolete ``select_attn.attn1-3`` scalars of an earlier attention variant, and real Adam and
+    CosineAnnealingLR state (a step taken on the network, with the weights saved as they were before it).
+    ``extra`` adds keys to the state dict (stray keys, for refusal tests).
+    """
+    from dfpir_cli.checkpoint import LEGACY_KEYS
+
+    state = {key.removeprefix("model."): value.clone() for key, value in tensors.items() if key.startswith("model.")}
+    network = DFPIR(config)
+    network.load_state_dict(state, strict=False)  # a test may leave a weight out
+    optimizer = torch.optim.Adam(network.parameters(), lr=2e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=150)
+    generator = torch.Generator().manual_seed(0)
+    for parameter in network.parameters():
+        parameter.grad = torch.randn(parameter.shape, generator=generator)
+    optimizer.step()
+    scheduler.step()
+    state.update({key: torch.tensor([0.2]) for key in sorted(LEGACY_KEYS)})
+    state.update(extra or {})
+    buffer = io.BytesIO()
+    torch.save({"epoch": 120, "state_dict": state, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict()}, buffer)
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="session")
 def random_clip():
     """A randomly initialised open_clip ViT-B-32 text tower (the OpenAI weights need the network)."""

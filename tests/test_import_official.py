@@ -6,13 +6,15 @@ encoder wraps a randomly initialised open_clip ViT-B-32 (the OpenAI weights need
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
-from conftest import reference_checkpoint_bytes
+from conftest import PUBLISHED_FIVE_TASK, published_checkpoint_bytes, reference_checkpoint_bytes
 from hub_server import closed_port_endpoint, point_client_at
 from typer.testing import CliRunner
 
-from dfpir_cli.checkpoint import load_checkpoint
+from dfpir_cli.checkpoint import LEGACY_KEYS, load_checkpoint
 from dfpir_cli.cli import app
 from dfpir_cli.prompts import FIVE_TASK, THREE_TASK, vocabulary
 
@@ -118,3 +120,66 @@ def test_missing_clip_weights_say_how_to_get_them(monkeypatch, tmp_path, referen
     result = runner.invoke(app, ["fetch-weights", "--import-official", str(reference_file), "--prompts", "five-task",
                                  "--output", str(tmp_path / "out"), "--clip-weights", str(tmp_path / "nope.bin")])
     assert result.exit_code == 2 and "nope.bin does not exist" in flat(result.output)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The authors' files as published: 12 obsolete scalars, optimizer and scheduler state beside the weights
+
+
+def test_published_layout_imports_and_records_the_dropped_keys(tmp_path, reference_tiny, clip_loads):
+    config, tensors = reference_tiny
+    source = tmp_path / PUBLISHED_FIVE_TASK
+    source.write_bytes(published_checkpoint_bytes(config, tensors))
+    payload = torch.load(source, weights_only=True)  # the replica is what the issue describes
+    assert set(payload) == {"epoch", "state_dict", "optimizer", "scheduler"}
+    assert payload["optimizer"]["state"] and "exp_avg" in payload["optimizer"]["state"][0]
+    assert payload["scheduler"]["T_max"] == 150 and len(LEGACY_KEYS & set(payload["state_dict"])) == 12
+
+    output = tmp_path / "dfpir-5d"
+    result = runner.invoke(app, ["fetch-weights", "--import-official", str(source), "--prompts", "five-task",
+                                 "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "dropped: 12 obsolete scalars" in flat(result.output)
+    checkpoint = load_checkpoint(output)
+    provenance = checkpoint.metadata["provenance"]
+    assert provenance["dropped_keys"] == sorted(LEGACY_KEYS) and provenance["file_name"] == PUBLISHED_FIVE_TASK
+    assert provenance["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    with torch.inference_mode():
+        restored = checkpoint.model(tensors["io.input"], tensors["io.text_code"])
+    assert (restored - tensors["io.output"]).abs().max() <= 1e-4
+
+    described = runner.invoke(app, ["info", str(output)], terminal_width=200)
+    assert described.exit_code == 0, described.output
+    assert "provenance: dropped_keys" in described.output
+    assert all(key in described.output for key in LEGACY_KEYS)
+
+
+@pytest.mark.parametrize(("extra", "listed"), [
+    ({"prompt_block.extra.weight": torch.zeros(3)}, "unexpected keys (1): prompt_block.extra.weight"),
+    # a legacy name is dropped only where it holds one number
+    ({"encoder_shuffle_channel1.select_attn.attn1": torch.zeros(3)},
+     "unexpected keys (1): encoder_shuffle_channel1.select_attn.attn1"),
+    ({"latent_shuffle_channel.select_attn.attn5": torch.tensor([0.2])},
+     "unexpected keys (1): latent_shuffle_channel.select_attn.attn5"),
+])
+def test_any_other_stray_key_is_still_refused(tmp_path, reference_tiny, clip_loads, extra, listed):
+    config, tensors = reference_tiny
+    source = tmp_path / PUBLISHED_FIVE_TASK
+    source.write_bytes(published_checkpoint_bytes(config, tensors, extra))
+    result = runner.invoke(app, ["fetch-weights", "--import-official", str(source), "--prompts", "five-task",
+                                 "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert listed in flat(result.output) and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_weight_is_not_excused_by_the_legacy_rule(tmp_path, reference_tiny, clip_loads):
+    config, tensors = reference_tiny
+    trimmed = {key: value for key, value in tensors.items()
+               if key != "model.encoder_shuffle_channel2.select_attn.attn4"}
+    source = tmp_path / PUBLISHED_FIVE_TASK
+    source.write_bytes(published_checkpoint_bytes(config, trimmed))
+    result = runner.invoke(app, ["fetch-weights", "--import-official", str(source), "--prompts", "five-task",
+                                 "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "missing keys (1): encoder_shuffle_channel2.select_attn.attn4" in flat(result.output)

@@ -14,7 +14,12 @@ import time
 
 import pytest
 import torch
-from conftest import reference_checkpoint_bytes
+from conftest import (
+    PUBLISHED_FIVE_TASK,
+    PUBLISHED_THREE_TASK_SIMPLE,
+    published_checkpoint_bytes,
+    reference_checkpoint_bytes,
+)
 from drive_server import FakeDrive
 from hub_server import FakeHub, closed_port_endpoint, point_client_at
 from PIL import Image
@@ -22,10 +27,10 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from dfpir_cli import official
-from dfpir_cli.checkpoint import load_checkpoint
+from dfpir_cli.checkpoint import LEGACY_KEYS, load_checkpoint
 from dfpir_cli.cli import app
 from dfpir_cli.errors import CheckpointError
-from dfpir_cli.official import OFFICIAL, DriveError, DriveFile, pick_file
+from dfpir_cli.official import OFFICIAL, DriveError, DriveFile, fits, pick_file, read_file_name
 from dfpir_cli.prompts import CLIP_HF_REPO, FIVE_TASK, THREE_TASK, vocabulary
 from dfpir_cli.weights import resolve_weights
 
@@ -208,3 +213,124 @@ def test_ambiguous_folder_is_refused_with_its_listing():
     assert "DFPIR-5D-epoch85.pth.tar" in str(error.value) and "--import-official" in str(error.value)
     with pytest.raises(DriveError, match="no file"):
         pick_file(OFFICIAL["three-task"], files)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The authors' folder as published: files named by their validation scores, 12 obsolete scalars in the 5-task file
+
+
+@pytest.fixture
+def published(stand_ins, reference_tiny):
+    """The Drive folder holding the two files whose published names are known (5D, and 3D with simple prompts)."""
+    drive, _ = stand_ins
+    drive.files.clear()
+    drive.subfolders.clear()
+    data = published_checkpoint_bytes(*reference_tiny)
+    drive.five = drive.add_file(PUBLISHED_FIVE_TASK, data)
+    drive.simple = drive.add_file(PUBLISHED_THREE_TASK_SIMPLE, data)
+    return drive, data
+
+
+def test_published_file_fetches_restores_and_evaluates(published, reference_tiny, tmp_path):
+    drive, data = published
+    result = runner.invoke(app, ["fetch-weights", "official:five-task", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "dropped: 12 obsolete scalars" in flat(result.output)
+    provenance = load_checkpoint(official.official_dir("five-task")).metadata["provenance"]
+    assert provenance["file_name"] == PUBLISHED_FIVE_TASK and provenance["dropped_keys"] == sorted(LEGACY_KEYS)
+    assert provenance["sha256"] == hashlib.sha256(data).hexdigest()
+    assert provenance["chosen_by"] == "its name (5 tasks; validation mean 30.64 dB)"
+    downloads = [path for path in drive.requests if "confirm=t" in path]
+    assert len(downloads) == 1 and drive.five in downloads[0]
+    described = runner.invoke(app, ["info", "official:five-task"], terminal_width=200)
+    assert "provenance: dropped_keys" in described.output and "latent_shuffle_channel.select_attn.attn3" in \
+        described.output
+
+    Image.new("RGB", (40, 36), (120, 90, 60)).save(tmp_path / "photo.png")
+    restored = runner.invoke(app, ["restore", str(tmp_path / "photo.png"), "-o", str(tmp_path / "out"),
+                                   "-w", "official:five-task", "-d", "rain", "--device", "cpu", "--json"])
+    assert restored.exit_code == 0, restored.output
+    assert json.loads(restored.stdout)["processed"] == 1
+    with Image.open(tmp_path / "out" / "photo.png") as image:
+        assert image.size == (40, 36)
+
+    scored = runner.invoke(app, ["eval", "-d", "synthetic", "--size", "32", "-g", "rain", "-g", "lowlight",
+                                 "-w", "official:five-task", "--device", "cpu", "--json"])
+    assert scored.exit_code == 0, scored.output
+    sets = json.loads(scored.stdout)["sets"]
+    assert [entry["label"] for entry in sets] == ["synthetic rain", "synthetic lowlight"]
+    assert all(entry["images"] > 0 and entry["psnr"] > 0 for entry in sets)
+
+
+def test_published_three_task_names(published):
+    drive, _ = published
+    result = runner.invoke(app, ["fetch-weights", "official:three-task-simple", "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["file_name"] == PUBLISHED_THREE_TASK_SIMPLE
+    assert load_checkpoint(official.official_dir("three-task-simple")).prompts.texts[-1] == "Haze"
+
+    # the detailed-prompt 3-task file is not in this folder: the SP file is not taken for it
+    result = runner.invoke(app, ["fetch-weights", "official:three-task", "--quiet"])
+    assert result.exit_code == 2
+    text = flat(result.output)
+    assert "no file in the authors' folder" in text and "dfpir fetch-weights official:three-task --file NAME" in text
+    assert f"{PUBLISHED_THREE_TASK_SIMPLE} (3 tasks; simple prompts; validation mean 32.86 dB)" in text
+    result = runner.invoke(app, ["fetch-weights", "official:three-task", "--file", PUBLISHED_THREE_TASK_SIMPLE])
+    assert result.exit_code == 2
+    assert "its name says 3 tasks; simple prompts" in flat(result.output)
+    assert "It looks like official:three-task-simple" in flat(result.output)
+    assert not official.is_cached("three-task")
+
+
+def test_several_that_fit_are_listed_and_one_is_picked_by_name(stand_ins, reference_bytes):
+    drive, _ = stand_ins
+    drive.files.clear()
+    drive.subfolders.clear()
+    drive.add_file("DFPIR-5D-epoch80.pth.tar", reference_bytes)
+    later = drive.add_file("DFPIR-5D-epoch120.pth.tar", reference_bytes)
+    result = runner.invoke(app, ["fetch-weights", "official:five-task", "--quiet"])
+    assert result.exit_code == 2
+    assert "2 files in the authors' folder" in flat(result.output) and "--file NAME" in flat(result.output)
+    assert leftovers() == []
+    result = runner.invoke(app, ["fetch-weights", "official:five-task", "--quiet", "--json",
+                                 "--file", "DFPIR-5D-epoch120.pth.tar"])
+    assert result.exit_code == 0, result.output
+    assert later in json.loads(result.stdout)["source_url"]
+    provenance = load_checkpoint(official.official_dir("five-task")).metadata["provenance"]
+    assert provenance["chosen_by"] == "--file DFPIR-5D-epoch120.pth.tar" and "dropped_keys" not in provenance
+    result = runner.invoke(app, ["fetch-weights", "official:five-task", "--file", "nope.pth"])
+    assert result.exit_code == 0 and "already in the cache" in flat(result.output)  # cached: --force to replace
+    result = runner.invoke(app, ["fetch-weights", "official:five-task", "--force", "--file", "nope.pth"])
+    assert result.exit_code == 2 and "--file: no file named 'nope.pth'" in flat(result.output)
+    result = runner.invoke(app, ["fetch-weights", "owner/name", "--file", "x.pth"])
+    assert result.exit_code == 2 and "--file goes with official:NAME" in flat(result.output)
+
+
+@pytest.mark.parametrize(("path", "models"), [
+    (PUBLISHED_FIVE_TASK, ["five-task"]),
+    (PUBLISHED_THREE_TASK_SIMPLE, ["three-task-simple"]),
+    (PUBLISHED_THREE_TASK_SIMPLE.replace("-SP", ""), ["three-task"]),  # a 3D file not marked SP: detailed prompts
+    (PUBLISHED_THREE_TASK_SIMPLE.replace("-SP", "-DP"), ["three-task"]),
+    ("DFPIR_3D_detail.pth.tar", ["three-task"]),
+    ("weights/model_5task_final.pth", ["five-task"]),
+    # the scores alone say which model it is
+    ("pn31.29-0.8889_pr37.62-0.9779_ph31.64-0.9794_pb28.82-0.8734_pl23.82-0.8428_avr30.64-0.9125.pth.tar",
+     ["five-task"]),
+    # names that contradict themselves fit nothing
+    (PUBLISHED_FIVE_TASK.replace("5D", "3D"), []),  # 3D, but blur and low-light scores
+    (PUBLISHED_FIVE_TASK.replace("avr30.64", "avr33.10"), []),  # the mean is not the scores' mean
+    ("DFPIR-5D-SP.pth.tar", []),  # the 5-task model has no one-word prompts
+    ("DFPIR.pth.tar", []),
+])
+def test_file_name_rules(path, models):
+    assert [name for name, model in OFFICIAL.items() if fits(model, read_file_name(path))] == models
+
+
+def test_file_name_scores_are_read():
+    five = read_file_name(PUBLISHED_FIVE_TASK)
+    assert five.scores == {"noise": (31.29,), "rain": (37.62,), "haze": (31.64,), "blur": (28.82,),
+                           "lowlight": (23.82,)}
+    assert five.average == 30.64 and five.tasks == 5 and five.prompts is None
+    three = read_file_name(PUBLISHED_THREE_TASK_SIMPLE)
+    assert three.scores == {"noise": (34.12, 31.45, 28.18), "rain": (38.63,), "haze": (31.93,)}
+    assert three.average == 32.86 and three.tasks == 3 and three.prompts == "simple"

@@ -132,8 +132,8 @@ def _fetch(repo_id: str, revision: str | None, sha256: str | None, quiet: bool, 
     console.print("It loads from the cache from now on, offline included (HF_HUB_OFFLINE=1).", highlight=False)
 
 
-def _fetch_official(spec: str, force: bool, quiet: bool, as_json: bool) -> None:
-    result = official.fetch_official(spec, progress=not quiet, force=force)
+def _fetch_official(spec: str, file: str | None, force: bool, quiet: bool, as_json: bool) -> None:
+    result = official.fetch_official(spec, progress=not quiet, force=force, file=file)
     weights = official.PREFIX + result.name
     if as_json:
         console.print_json(json.dumps({
@@ -142,8 +142,8 @@ def _fetch_official(spec: str, force: bool, quiet: bool, as_json: bool) -> None:
             "degradations": list(result.checkpoint.prompts.names)}))
         return
     if result.already_cached:
-        console.print(f"{weights} is already in the cache ({result.path}) and loads; --force fetches it again.",
-                      highlight=False, soft_wrap=True)
+        console.print(f"{weights} is already in the cache ({result.path}, from {result.file_name or 'an unnamed file'}) "
+                      "and loads; --force fetches it again.", highlight=False, soft_wrap=True)
     else:
         parameters = sum(p.numel() for p in result.checkpoint.model.parameters())
         console.print("\n".join([
@@ -152,8 +152,17 @@ def _fetch_official(spec: str, force: bool, quiet: bool, as_json: bool) -> None:
             f"  sha256:  {result.sha256}",
             f"  stored:  {result.path} ({parameters:,} parameters, prompt codes from CLIP ViT-B/32)"]),
             highlight=False, soft_wrap=True)
+        _say_dropped(result.checkpoint.metadata.get("provenance", {}))
     console.print(_usage(weights, result.checkpoint.prompts.names), highlight=False, soft_wrap=True)
     console.print("It loads from dfpir's cache from now on, offline included.", highlight=False)
+
+
+def _say_dropped(provenance: dict) -> None:
+    dropped = provenance.get("dropped_keys") or []
+    if dropped:
+        console.print(f"  dropped: {len(dropped)} obsolete scalars the network does not use "
+                      f"({', '.join(dropped[:3])}{', ...' if len(dropped) > 3 else ''}); `dfpir info` lists them",
+                      highlight=False, soft_wrap=True)
 
 
 def _import(source: Path, prompts: PromptSet | None, output: Path | None, clip_weights: Path | None,
@@ -166,9 +175,13 @@ def _import(source: Path, prompts: PromptSet | None, output: Path | None, clip_w
     if output.resolve() == source.resolve():
         raise InputError("--output must not be the input file")
     checkpoint = hub.import_official(source, prompts.value, clip_weights)
+    checkpoint.metadata["provenance"] = {
+        "source": "a file imported with --import-official", "file_name": source.name, "size": source.stat().st_size,
+        "sha256": hub.sha256_of(source), **checkpoint.metadata.get("provenance", {})}
     save_checkpoint(output, checkpoint.model, checkpoint.prompts, checkpoint.metadata)
     console.print(f"Imported {source} ({prompts.value} prompts, codes from CLIP ViT-B/32) into {output}",
                   highlight=False, soft_wrap=True)
+    _say_dropped(checkpoint.metadata["provenance"])
     console.print(_usage(str(output), checkpoint.prompts.names), highlight=False, soft_wrap=True)
 
 
@@ -202,6 +215,10 @@ def fetch_weights(
     clip_weights: Annotated[Path | None, typer.Option(
         "--clip-weights", metavar="FILE", help="With --import-official: a local open_clip ViT-B-32 (openai) "
         "weights file, instead of the cached one.", show_default=False)] = None,
+    file: Annotated[str | None, typer.Option(
+        "--file", metavar="NAME", help="With official:NAME: the file to take from the authors' Drive folder (its name "
+        "or its path there), when the folder holds several that fit or none whose name says which model it is. "
+        "A file whose name says it is another model is refused.", show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="With --import-official: replace an existing --output folder. With official:NAME: "
                         "download and convert again although it is cached.")] = False,
@@ -212,7 +229,10 @@ def fetch_weights(
 
     [bold]dfpir fetch-weights official:five-task[/] downloads the authors' checkpoint from their Google Drive folder,
     fetches CLIP ViT-B/32 from the Hub if needed, converts it with strict key checks, checks that it runs, and stores
-    it in dfpir's cache; [bold]--weights official:five-task[/] then works offline.
+    it in dfpir's cache; [bold]--weights official:five-task[/] then works offline. The file is chosen by its name (5D/3D,
+    SP = simple prompts, the pn/pr/ph/pb/pl score fields); when several fit, or none, the folder is listed and
+    [bold]--file NAME[/] picks one. The twelve obsolete attn1-attn3 scalars the authors' files carry are dropped and
+    recorded; any other stray key is refused.
 
     [bold]dfpir fetch-weights owner/name[/] downloads config.json + model.safetensors (+ model card) into the HF cache.
 
@@ -234,6 +254,8 @@ def fetch_weights(
             raise InputError("--prompts, --output and --clip-weights go with --import-official FILE")
         if force and import_official is None and not is_official:
             raise InputError("--force goes with --import-official FILE or official:NAME")
+        if file is not None and not is_official:
+            raise InputError("--file goes with official:NAME (a file of the authors' Drive folder)")
         if is_official and (revision or sha256):
             raise InputError("--revision and --sha256 go with a Hub repository, not official:NAME (its sha256 is "
                              "recorded at download time)")
@@ -250,7 +272,7 @@ def fetch_weights(
             _import(import_official, prompts, output, clip_weights, force)
         elif is_official:
             assert repo_id is not None
-            _fetch_official(repo_id, force, quiet, as_json)
+            _fetch_official(repo_id, file, force, quiet, as_json)
         else:
             assert repo_id is not None
             _fetch(repo_id, revision, sha256, quiet, as_json)

@@ -57,7 +57,8 @@ def info(
                 if isinstance(value, (str, int, float)):
                     table.add_row(key, str(value))
             for key, value in (checkpoint.metadata.get("provenance") or {}).items():
-                table.add_row(f"provenance: {key}", str(value))
+                shown = "\n".join(map(str, value)) if isinstance(value, list) else str(value)
+                table.add_row(f"provenance: {key}", shown)
             console.print(table)
             return
         presets = Table(title="network presets (--preset)")
