@@ -143,6 +143,25 @@ def test_training_samples_carry_their_labels() -> None:
     assert len(seen) >= 5  # clean, single families and noisy pairs all occur
 
 
+def test_camera_noise_and_photographed_rain_samples() -> None:
+    """With the shares at 1, every realistic noise sample is a camera's (light: its sigma, the target, is small) and
+    every realistic rain sample photographed rain; at 0 the stream is the one earlier recipes drew."""
+    photo = np.random.default_rng(2).integers(0, 256, (120, 150, 3), dtype=np.uint8)
+    photo = cv2.GaussianBlur(photo, (0, 0), 3)  # a photo, not a noise field (a JPEG of noise errs by far more)
+    camera = DetectorRecipe(realistic_share=1.0, camera_share=1.0, photographed_share=1.0, mixed_share=0.0)
+    sigmas = [make_sample(photo, camera, SMALL, np.random.default_rng([0, index]))[3] for index in range(60)]
+    noisy = [sigma for sigma in sigmas if sigma > 0]
+    assert noisy and max(noisy) <= 10.0  # a camera's noise, not sigma 12-55
+    white = DetectorRecipe(realistic_share=1.0, mixed_share=0.0)
+    assert min(sigma for index in range(60)
+               if (sigma := make_sample(photo, white, SMALL, np.random.default_rng([0, index]))[3]) > 0) >= 12.0
+    for index in range(20):
+        before = make_sample(photo, DetectorRecipe(), SMALL, np.random.default_rng([0, index]))
+        after = make_sample(photo, DetectorRecipe(camera_share=0.0, photographed_share=0.0), SMALL,
+                            np.random.default_rng([0, index]))
+        assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
 def test_the_region_sets_the_scale_the_thumbnail_sees() -> None:
     """The thumbnail is the sample's region shrunk: a larger region shows more of the photo in it."""
     photo = np.zeros((400, 400, 3), dtype=np.uint8)

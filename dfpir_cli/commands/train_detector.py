@@ -76,6 +76,15 @@ def train_detector_command(
         "--region", help="Side in px of the photo region each sample is made from (its thumbnail is that region "
                          "shrunk to 64 px: nearer a whole photo's size, nearer the scale detection sees).",
         min=64)] = DetectorRecipe.region,
+    camera_share: Annotated[float, typer.Option(
+        "--camera-share", help="Share of the realistic noise samples made as a camera records noise (shot and "
+                               "read noise on the sensor mosaic, demosaicing, noise reduction, tone curve, JPEG: "
+                               "PolyU's statistics) instead of white Gaussian noise.", min=0.0,
+        max=1.0)] = DetectorRecipe.camera_share,
+    photographed_share: Annotated[float, typer.Option(
+        "--photographed-share", help="Share of the realistic rain samples made as rain is photographed (streaks "
+                                     "near and far, the veil of heavy rain, splashes) instead of Rain100L's thin "
+                                     "streaks.", min=0.0, max=1.0)] = DetectorRecipe.photographed_share,
     labelled: Annotated[list[str] | None, typer.Option(
         "--labelled", help="LABEL=FOLDER: real photos whose degradation is known, trained on as they are (no "
                            "synthesis): clean, a family (noise, rain, haze, blur, lowlight) or two joined by + "
@@ -94,9 +103,10 @@ def train_detector_command(
     """Train the degradation detector that `dfpir detect` and `restore --degradation auto` use.
 
     Each sample is a region of a clean photo left clean or degraded by dfpir's seeded synthesis (noise
-    sigma 12-55, rain, haze, motion blur, low light, or one of those then noise; classic or realistic, rain
-    and haze sometimes faint), sometimes JPEG-compressed; with --labelled, a share of the samples are real
-    photos with known degradations instead. Every 20th photo is held out and scored at the end.
+    sigma 12-55 or a camera's noise, rain, haze, motion blur, low light, or one of those then noise; classic or
+    realistic, rain sometimes as photographed, rain and haze sometimes faint), sometimes JPEG-compressed; with
+    --labelled, a share of the samples are real photos with known degradations instead. Every 20th photo is
+    held out and scored at the end.
     scripts/train_detector.py is the recipe of the shipped detector.
 
     Exit codes: 0 trained and written; 2 usage error (no photos, bad option).
@@ -119,7 +129,7 @@ def train_detector_command(
         recipe = DetectorRecipe(steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_samples=val_samples,
                                 realistic_share=realistic_share, faint_share=faint_share,
                                 faint_families=faint, workers=workers, labelled_share=labelled_share,
-                                region=region)
+                                region=region, camera_share=camera_share, photographed_share=photographed_share)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                    TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err_console, disable=quiet or as_json or not is_interactive()) as progress:

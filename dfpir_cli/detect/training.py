@@ -28,13 +28,14 @@ from torch.utils.data import DataLoader, Dataset
 from ..datasets import list_images
 from ..errors import InputError
 from ..imageio import read_image
-from ..synthesis import gaussian_noise, synthesize
+from ..synthesis import camera_noise, gaussian_noise, photographed_rain, synthesize
 from ..training import loader_processes
 from .detector import RESTORE_ORDER, Detector, decide
 from .network import DetectorConfig, DetectorNet
 from .views import random_crops, thumbnail
 
 NOISE_RANGE = (12.0, 55.0)  # sigma of the noise family (the prompts cover 15-50)
+CAMERA_SIGMA_CAP = 10.0  # at most this noise level for a camera-noise sample: the lightest noise prompt's
 CLEAN_NOISE = 4.0  # at most this much noise on a "clean" sample
 FAINT = ("rain", "haze")  # families whose strength varies most in real photos (drizzle to downpour, mist to fog)
 MIXED_WITH_NOISE = ("haze", "rain", "blur", "lowlight")  # two-degradation samples: one of these, then noise
@@ -59,6 +60,10 @@ class DetectorRecipe:
     # side of the photo region a sample is made from; its thumbnail is that region shrunk to 64 px, so a region
     # nearer a whole photo's size trains the thumbnail at the scale detection sees (192 px, 3x, missed more rain)
     region: int = 320
+    # photos as cameras record them (issue 32): shares of the realistic noise and rain samples made so (at 0, the
+    # sample stream is the one recipes before them drew)
+    camera_share: float = 0.0  # camera noise (synthesis.camera_noise) instead of white Gaussian noise
+    photographed_share: float = 0.0  # photographed rain (synthesis.photographed_rain) instead of Rain100L's
 
 
 @dataclass(frozen=True)
@@ -174,9 +179,20 @@ def make_sample(photo: np.ndarray, recipe: DetectorRecipe, config: DetectorConfi
     sigma = 0.0
     model = "realistic" if rng.random() < recipe.realistic_share else "classic"
     for family in families:
-        if family == "noise":
+        if family == "noise" and model == "realistic" and recipe.camera_share and rng.random() < recipe.camera_share:
+            noisy = camera_noise(image, rng)
+            # the noise level the prompt is chosen by: a camera's noise is light (on busy texture its JPEG adds more)
+            sigma = min(max(1.0, float((noisy - image).std()) * 255.0), CAMERA_SIGMA_CAP)
+            image = noisy
+        elif family == "noise":
             sigma = float(math.exp(rng.uniform(math.log(NOISE_RANGE[0]), math.log(NOISE_RANGE[1]))))
             image = gaussian_noise(image, sigma, rng)
+        elif (family == "rain" and model == "realistic" and recipe.photographed_share
+              and rng.random() < recipe.photographed_share):
+            degraded = photographed_rain(image, rng)
+            if family in recipe.faint_families and rng.random() < recipe.faint_share:
+                degraded = image + np.float32(rng.uniform(0.3, 1.0)) * (degraded - image)
+            image = degraded
         else:
             degraded = synthesize(image, family, rng, model)
             if family in recipe.faint_families and rng.random() < recipe.faint_share:

@@ -1,0 +1,194 @@
+"""Real photos (issue 32): blind detection per group of the development set, and real camera noise on PolyU.
+
+The development set (``../shared/realphotos``, or ``--realphotos``; its README gives sources and licences) holds
+photos as cameras recorded them: real rain, haze, dark rooms and noise, and PolyU's real camera noise with its
+ground truth (one shot against the mean of many shots of a static scene). This prints:
+
+1. Detection: per group, the share of photos whose decision includes the group's family (what
+   ``dfpir restore`` with no ``--degradation`` restores them with), and the share of the clean photos of the real
+   test splits (CBSD68, Rain100L targets, LOL high, SOTS targets) decided clean. Dark photos are split by mean
+   luminance: below 0.2 they are underexposed and must be detected; 0.2-0.3 either answer is fair; above, they
+   are backlit or dusk scenes and are not scored.
+2. PolyU: PSNR/SSIM against the mean of the shots for the input, auto mode (detector and checkpoint as
+   ``dfpir restore`` runs them, its precision included), each noise prompt, and CBM3D (``pip install bm3d``;
+   sigma 6, as issue 32 measured it; ``--cbm3d-sigma 0`` leaves the column out). Photos exposed for their
+   scene (mean luminance 0.2 or more) and darker ones apart: a dark one may get a low-light pass, which no
+   PSNR against a dark reference rewards.
+
+    .venv/bin/python scripts/measure_real_photos.py                       # the shipped model and detector
+    .venv/bin/python scripts/measure_real_photos.py --detector DIR --weights DIR --json out.json --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from dfpir_cli.datasets import list_images
+from dfpir_cli.detect import Detector
+from dfpir_cli.detect.detector import known_families
+from dfpir_cli.imageio import read_image
+from dfpir_cli.metrics import score
+from dfpir_cli.restore import Restorer, auto_chooser
+from dfpir_cli.weights import resolve_weights
+
+ROOT = Path(__file__).resolve().parents[2] / "shared"
+GROUPS = (("rainy", "rain"), ("hazy", "haze"), ("dark", "lowlight"), ("noisy", "noise"), ("polyu/real", "noise"))
+CLEAN_SETS = ("CBSD68", "Rain100L/target", "LOL/high", "SOTS/target")
+DARK, FAIR = 0.2, 0.3  # mean luminance: below DARK must be detected as low light; DARK-FAIR either answer is fair
+EXPOSED = 0.2  # PolyU photos at or above this mean luminance are scored apart from darker ones
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return np.ascontiguousarray(read_image(path).pixels.permute(1, 2, 0).numpy())
+
+
+def _luminance(image: np.ndarray) -> float:
+    return float((image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).mean())
+
+
+def detection(detector: Detector, realphotos: Path, realsets: Path, families: tuple[str, ...]) -> list[dict]:
+    rows = []
+    for folder, family in GROUPS:
+        hits, total, fair, decisions = 0, 0, 0, {}
+        for path in list_images(realphotos / folder):
+            image = _pixels(path)
+            label = detector.detect(image, families).label
+            decisions[label] = decisions.get(label, 0) + 1
+            if family == "lowlight" and _luminance(image) >= DARK:
+                fair += _luminance(image) < FAIR
+                continue
+            total += 1
+            hits += family in label.split("+")
+        rows.append({"group": folder, "expected": family, "photos": total, "detected": hits,
+                     "share": hits / max(1, total), "decisions": decisions,
+                     **({"fair_either_way": fair} if family == "lowlight" else {})})
+    for folder in CLEAN_SETS:
+        paths = list_images(realsets / folder) if (realsets / folder).is_dir() else []
+        clean = sum(detector.detect(_pixels(path), families).label == "clean" for path in paths)
+        rows.append({"group": f"{folder} (clean)", "expected": "clean", "photos": len(paths), "detected": clean,
+                     "share": clean / max(1, len(paths))})
+    return rows
+
+
+def _cbm3d(image: np.ndarray, sigma: float) -> np.ndarray:
+    import bm3d
+
+    return np.clip(bm3d.bm3d_rgb(image, sigma / 255.0), 0, 1).astype(np.float32)
+
+
+def polyu(restorer: Restorer, detector: Detector, realphotos: Path, cbm3d: float) -> list[dict]:
+    """One row per PolyU pair: luminance, input, auto (and what it chose), each noise prompt, CBM3D."""
+    noise_prompts = [name for name in restorer.prompts.names if name.startswith("noise")]
+    choose = auto_chooser(detector, _checkpoint_of(restorer))
+    rows = []
+    for noisy_path in list_images(realphotos / "polyu" / "real"):
+        clean_path = realphotos / "polyu" / "mean" / noisy_path.name.replace("_real", "_mean")
+        noisy, clean = _pixels(noisy_path), _pixels(clean_path)
+        tensor = torch.from_numpy(noisy.transpose(2, 0, 1).copy())
+        row: dict = {"photo": noisy_path.name, "luminance": _luminance(noisy), "input": score(noisy, clean)}
+        choice = choose(tensor)
+        row["auto_choice"] = choice.label
+        auto = noisy if not choice.names else restorer.restore(tensor, names=choice.names).permute(1, 2, 0).numpy()
+        row["auto"] = score(auto, clean)
+        for name in noise_prompts:
+            row[name] = score(restorer.restore(tensor, names=(name,)).permute(1, 2, 0).numpy(), clean)
+        if cbm3d:
+            row["CBM3D"] = score(_cbm3d(noisy, cbm3d), clean)
+        rows.append(row)
+    return rows
+
+
+def _checkpoint_of(restorer: Restorer):
+    from dfpir_cli.checkpoint import Checkpoint
+
+    return Checkpoint(restorer.model, restorer.prompts)
+
+
+def _summary(rows: list[dict], columns: list[str]) -> dict[str, dict[str, float]]:
+    groups = {"exposed (lum >= 0.2)": [r for r in rows if r["luminance"] >= EXPOSED],
+              "dark (lum < 0.2)": [r for r in rows if r["luminance"] < EXPOSED]}
+    out = {}
+    for group, members in groups.items():
+        if not members:
+            continue
+        entry: dict[str, float] = {"photos": len(members)}
+        for column in columns:
+            gains = [r[column][0] - r["input"][0] for r in members]
+            entry[column] = float(np.mean([r[column][0] for r in members]))
+            entry[f"{column} ssim"] = float(np.mean([r[column][1] for r in members]))
+            entry[f"{column} worst gain"] = float(min(gains))
+        out[group] = entry
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--realphotos", type=Path, default=ROOT / "realphotos")
+    parser.add_argument("--realsets", type=Path, default=ROOT / "realsets")
+    parser.add_argument("--weights", default=None, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--detector", type=Path, default=None, help="detector folder (default: the shipped one)")
+    parser.add_argument("--precision", default="auto", help="as `dfpir restore --precision` (default auto)")
+    parser.add_argument("--cbm3d-sigma", type=float, default=6.0,
+                        help="noise sigma (8-bit) CBM3D assumes on PolyU (default 6; 0 leaves the column out)")
+    parser.add_argument("--skip-polyu", action="store_true", help="detection only")
+    parser.add_argument("--json", type=Path, default=None, help="write every figure and per-photo row here")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for the README)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    console = Console()
+    checkpoint = resolve_weights(args.weights, "cpu")
+    detector = Detector.load(args.detector)
+    started = time.perf_counter()
+    rows = detection(detector, args.realphotos, args.realsets, known_families(checkpoint.prompts.names))
+    report: dict = {"detection": rows}
+    table = Table(title="Blind detection on real photos (dev set) and on the clean photos of the real test splits")
+    for column in ("group", "expected", "photos", "detected", "decisions"):
+        table.add_column(column)
+    for row in rows:
+        decisions = ", ".join(f"{k} {v}" for k, v in sorted(row.get("decisions", {}).items(), key=lambda i: -i[1]))
+        if "fair_either_way" in row:
+            decisions += f" (+{row['fair_either_way']} at 0.2-0.3: fair either way)"
+        table.add_row(row["group"], row["expected"], str(row["photos"]), f"{100 * row['share']:.0f}%", decisions)
+    console.print(table)
+
+    if not args.skip_polyu:
+        cbm3d = args.cbm3d_sigma
+        if cbm3d:
+            try:
+                import bm3d  # noqa: F401
+            except ImportError:
+                console.print("[yellow]bm3d is not installed (pip install bm3d): no CBM3D column[/]")
+                cbm3d = 0.0
+        restorer = Restorer(checkpoint, None, torch.device("cpu"), args.precision)
+        polyu_rows = polyu(restorer, detector, args.realphotos, cbm3d)
+        columns = ["auto", *[n for n in checkpoint.prompts.names if n.startswith("noise")], *(["CBM3D"] if cbm3d else [])]
+        summary = _summary(polyu_rows, ["input", *columns])
+        report["polyu"] = {"summary": summary, "photos": polyu_rows, "precision": restorer.precision}
+        table = Table(title=f"PolyU real camera noise (dev pairs), PSNR dB / SSIM, {restorer.precision}")
+        for column in ("photos", "n", *["input", *columns]):
+            table.add_column(column)
+        for group, entry in summary.items():
+            cells = [f"{entry[c]:.2f} / {entry[f'{c} ssim']:.4f}" + (
+                f" (worst {entry[f'{c} worst gain']:+.2f})" if c != "input" else "") for c in ["input", *columns]]
+            table.add_row(group, str(int(entry["photos"])), *cells)
+        console.print(table)
+        choices: dict[str, int] = {}
+        for row in polyu_rows:
+            choices[row["auto_choice"]] = choices.get(row["auto_choice"], 0) + 1
+        console.print(f"auto mode chose: {choices}")
+    console.print(f"({time.perf_counter() - started:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
