@@ -38,7 +38,7 @@ from .ensemble import self_ensemble, views_for
 from .errors import DfpirError, InputError
 from .imageio import LoadedImage, read_image, write_image
 from .metrics import PAPER, MetricOptions, centre_crop, score
-from .precision import PRECISIONS, autocast
+from .precision import PRECISIONS, FiniteGuard, Reruns, autocast
 from .prompts import family_of
 from .synthesis import add_gaussian_noise_uint8, synthesize
 from .tiling import GUIDED_FAMILIES, _free_device_memory, auto_tile_size, bytes_per_tile_pixel, tiled_restore
@@ -94,6 +94,7 @@ class SetResult:
     images: list[ImageResult] = field(default_factory=list)
     paper: tuple[float, float] | None = None
     views: int = 1  # self-ensemble views its restorations were averaged over
+    reruns: Reruns = field(default_factory=Reruns)  # tiles whose output was not finite (restore_array)
 
     @property
     def scored(self) -> list[ImageResult]:
@@ -139,6 +140,7 @@ class SetResult:
             "classic_method": classic_method(test_set.degradation) if self.has_classic else None,
             "classic_psnr": _finite(self.mean("classic_psnr")), "classic_ssim": _finite(self.mean("classic_ssim")),
             "paper_psnr": self.paper[0] if self.paper else None, "paper_ssim": self.paper[1] if self.paper else None,
+            "precision_reruns": self.reruns.steps, "nonfinite_tiles": self.reruns.nonfinite,
         }
 
 
@@ -231,11 +233,13 @@ def fits_whole(height: int, width: int, checkpoint: Checkpoint, device: torch.de
 
 
 def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, options: EvalOptions,
-                  device: torch.device) -> np.ndarray:
+                  device: torch.device, reruns: Reruns | None = None) -> np.ndarray:
     """Restore one H x W x 3 float image with the tiling code of ``restore``; returns it clipped to [0, 1].
 
     The paper's way by default: whole when it fits, else in tiles. Unlike ``restore`` there is no wider tile
     for haze and low light and no tile-sized thumbnail; haze passes are guided only by ``options.haze_guide``.
+    As in ``restore``, a tile whose output is not finite runs again in a safer precision (counted in ``reruns``:
+    :class:`~dfpir_cli.precision.FiniteGuard`), and NaNs that even fp32 gives are scored as 0.
     """
     model = checkpoint.model
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
@@ -248,14 +252,17 @@ def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, o
         tile = None
 
     guide = options.haze_guide if family_of(degradation) in GUIDED_FAMILIES else 0
-    one_view = tiled_restore(model, code, tile, options.overlap, options.batch_size, guide)
-    with autocast(device, PRECISIONS[options.precision]):
+    dtype = PRECISIONS[options.precision]
+    one_view = tiled_restore(model, code, tile, options.overlap, options.batch_size, guide,
+                             FiniteGuard(model, dtype, reruns))
+    with autocast(device, dtype):
         restored = self_ensemble(one_view, tensor, views_for(degradation, options.views))
-    return restored[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    return restored[0].nan_to_num(0.0).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def _restore_detected(checkpoint: Checkpoint, degraded: np.ndarray, oracle_result: np.ndarray, oracle: str,
-                      options: EvalOptions, device: torch.device, image: ImageResult) -> np.ndarray:
+                      options: EvalOptions, device: torch.device, image: ImageResult,
+                      reruns: Reruns | None = None) -> np.ndarray:
     """Restore with what the detector picks (recorded in ``image.detected``); the oracle's result when the same."""
     assert options.detector is not None
     names = checkpoint.prompts.names
@@ -266,7 +273,7 @@ def _restore_detected(checkpoint: Checkpoint, degraded: np.ndarray, oracle_resul
         return oracle_result
     restored = degraded
     for name in plan:
-        restored = restore_array(checkpoint, restored, name, options, device)
+        restored = restore_array(checkpoint, restored, name, options, device, reruns)
     return restored
 
 
@@ -301,11 +308,11 @@ def evaluate_set(checkpoint: Checkpoint, test_set: TestSet, options: EvalOptions
         image = ImageResult(pair.name)
         try:
             degraded, clean = loader.load(index)
-            restored = restore_array(checkpoint, degraded, test_set.degradation, options, device)
+            restored = restore_array(checkpoint, degraded, test_set.degradation, options, device, result.reruns)
             image.psnr, image.ssim = score(restored, clean, options.metrics)
             if options.detector is not None:
                 auto = _restore_detected(checkpoint, degraded, restored, test_set.degradation, options, device,
-                                         image)
+                                         image, result.reruns)
                 image.auto_psnr, image.auto_ssim = score(auto, clean, options.metrics)
             image.input_psnr, image.input_ssim = score(degraded, clean, options.metrics)
             if options.classic:
@@ -330,7 +337,10 @@ def merge_shares(shares: Sequence[Sequence[SetResult]]) -> list[SetResult]:
     for parts in zip(*shares, strict=True):
         order = {pair.name: position for position, pair in enumerate(parts[0].test_set.pairs)}
         images = sorted((image for part in parts for image in part.images), key=lambda image: order[image.name])
-        merged.append(SetResult(parts[0].test_set, images, parts[0].paper, parts[0].views))
+        reruns = Reruns()
+        for part in parts:
+            reruns.add(part.reruns)
+        merged.append(SetResult(parts[0].test_set, images, parts[0].paper, parts[0].views, reruns))
     return merged
 
 
@@ -346,12 +356,18 @@ def summary(results: Sequence[SetResult], options: EvalOptions, table: int | Non
     paper_average = PAPER_NUMBERS.get(table or 0, {}).get("average")
     labels = set(PAPER_NUMBERS.get(table or 0, {}))
     whole_suite = bool(table) and labels - {"average"} <= {r.test_set.label for r in results}
+    reruns = Reruns()
+    for result in results:
+        reruns.add(result.reruns)
     return {
         "weights": weights,
         "conventions": options.metrics.to_json(),
         "precision": options.precision,
         "self_ensemble": options.views,
         "haze_guide": options.haze_guide,
+        "precision_reruns": reruns.steps,
+        "nonfinite_tiles": reruns.nonfinite,
+        "notes": reruns.notes(),
         "paper_table": table,
         "sets": [result.to_json() for result in results],
         "average": {"psnr": _finite(average(results, "psnr")), "ssim": _finite(average(results, "ssim")),

@@ -33,6 +33,7 @@ from .synthesis import synthesize
 from .tiling import restore_tiled
 
 AGREEMENT_DB = 45.0  # lowest PSNR between bf16 and fp32 restorations for auto to pick bf16
+NONFINITE_DB = 0.0  # the agreement when a bf16 restoration is not finite (two images in [0, 1] agree to 0 dB at worst)
 PROBE_SIZE = 256  # side of the benchmark crops the check restores
 CACHE_ENV = "DFPIR_CACHE_DIR"
 # Bump when the network's arithmetic changes (how a forward pass rounds, not what it computes), so that cached
@@ -83,7 +84,8 @@ def _probe_images(checkpoint: Checkpoint, size: int) -> list[tuple[np.ndarray, s
 
 
 def measure_bf16_agreement(checkpoint: Checkpoint, device: torch.device, size: int = PROBE_SIZE) -> float:
-    """Lowest PSNR (dB) between bf16-autocast and fp32 restorations of the benchmark photos on ``device``."""
+    """Lowest PSNR (dB) between bf16-autocast and fp32 restorations of the benchmark photos on ``device``; the raw
+    bf16 output, not re-run where it is not finite (:data:`NONFINITE_DB` then)."""
     model = checkpoint.model.to(device).eval()
     lowest = math.inf
     for image, name in _probe_images(checkpoint, size):
@@ -94,6 +96,8 @@ def measure_bf16_agreement(checkpoint: Checkpoint, device: torch.device, size: i
             with torch.inference_mode(), autocast(device, dtype):
                 outputs.append(restore_tiled(model, tensor, code, None, 0).float().clamp(0, 1))
         mse = float((outputs[0] - outputs[1]).double().square().mean())
+        if not math.isfinite(mse):
+            return NONFINITE_DB  # bf16 gave a NaN or an infinity: nothing like fp32
         lowest = min(lowest, 10 * math.log10(1 / mse) if mse > 0 else math.inf)
     return lowest
 
@@ -145,6 +149,9 @@ def inference_precision(checkpoint: Checkpoint, device: torch.device, precision:
     agreement = bf16_agreement(checkpoint, device, measuring)
     if agreement >= AGREEMENT_DB:
         return Choice(torch.bfloat16, agreement_db=agreement)
+    if agreement <= NONFINITE_DB:
+        return Choice(torch.float32, "auto chose fp32: this checkpoint's bf16 restorations of the benchmark photos are "
+                                     "not finite (NaN or infinity)", agreement)
     return Choice(torch.float32, f"auto chose fp32: this checkpoint's bf16 restorations differ from fp32 "
                                  f"({agreement:.1f} dB PSNR < {AGREEMENT_DB:.0f} dB on the benchmark photos)",
                   agreement)

@@ -25,7 +25,7 @@ from .detect import Detection, Detector, known_families, plan_prompts
 from .ensemble import check_views, self_ensemble, views_for
 from .errors import DfpirError, InputError
 from .imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_atomic, write_image
-from .precision import autocast, precision_name
+from .precision import FiniteGuard, Reruns, autocast, precision_name
 from .precision_check import inference_precision
 from .prompts import ClipTextEncoder, family_of
 from .tiling import GUIDED_FAMILIES, _free_device_memory, auto_tile_size, count_tiles, tiled_restore
@@ -181,8 +181,11 @@ def merge_summaries(parts: list[RestoreSummary], files: list[InputFile]) -> Rest
                             tone_tile=parts[0].tone_tile, haze_guide=parts[0].haze_guide, views=parts[0].views,
                             prompt=parts[0].prompt, seconds=max(part.seconds for part in parts))
     for part in parts:
-        merged.notes += [note for note in part.notes if note not in merged.notes]
+        counted = part.reruns.notes()  # said again below with every share's counts added up
+        merged.notes += [note for note in part.notes if note not in merged.notes and note not in counted]
         merged.capped.update(part.capped)
+        merged.reruns.add(part.reruns)
+    merged.notes += merged.reruns.notes()
     results = [result for part in parts for result in part.results]
     order = {str(item.path): position for position, item in enumerate(files)}
     merged.results = sorted(results, key=lambda result: (result.source in order, order.get(result.source, 0)))
@@ -259,7 +262,8 @@ class Restorer:
         restores each image in that many mirrored and rotated views and averages them (:mod:`dfpir_cli.ensemble`;
         rain passes in at most four); ``name`` is the prompt name of ``code``, when it has one; haze passes
         take their tone from a thumbnail ``haze_guide`` pixels on its longer side (0: off; None: the
-        checkpoint's own, :func:`haze_guide_for`)."""
+        checkpoint's own, :func:`haze_guide_for`). A pass whose output is not finite runs again in a safer
+        precision (:class:`~dfpir_cli.precision.FiniteGuard`); ``guard.reruns`` counts them."""
         if tile is not None and tile < 0:
             raise InputError(f"--tile {tile}: use a positive size, or 0 to run each image whole")
         if overlap < 0:
@@ -276,6 +280,7 @@ class Restorer:
         self.prompts = checkpoint.prompts
         choice = inference_precision(checkpoint, device, precision, measuring)
         self.dtype, self.precision_note = choice.dtype, choice.note
+        self.guard = FiniteGuard(self.model, self.dtype)
         self.batch_size = batch_size or (1 if device.type == "cpu" else 4)
         tone_tile = tile
         if tile is None:
@@ -320,7 +325,8 @@ class Restorer:
                    for name in (names if names is not None else (self.name,)))
 
     def restore(self, pixels: torch.Tensor, progress=None, names: tuple[str, ...] | None = None) -> torch.Tensor:
-        """Restore one (3, H, W) image in [0, 1]; returns (3, H, W) float32 clamped to [0, 1] on the CPU.
+        """Restore one (3, H, W) image in [0, 1]; returns (3, H, W) float32 clamped to [0, 1] on the CPU (NaNs that
+        even fp32 gave as 0: ``guard.reruns`` counts them).
 
         ``names``: prompts to restore with, one pass each in this order (default: the restorer's code).
         """
@@ -338,12 +344,12 @@ class Restorer:
                     progress(finished + done, total)
 
             one_view = tiled_restore(self.model, code, self.tile_for(name), self.overlap, self.batch_size,
-                                     self.guide_for(name))
+                                     self.guide_for(name), self.guard)
             views = views_for(name, self.views)
             if views < self.views and name is not None:
                 self.capped[name] = views
             with torch.inference_mode(), autocast(self.device, self.dtype):
-                restored = self_ensemble(one_view, restored, views, report).clamp_(0, 1).float()
+                restored = self_ensemble(one_view, restored, views, report).nan_to_num_(0.0).clamp_(0, 1).float()
             finished += views * self._tiles(pixels.shape[-2], pixels.shape[-1], name)
         return restored[0]
 
@@ -402,8 +408,9 @@ class RestoreSummary:
     haze_guide: int = 0  # thumbnail side haze passes take their tone from (Restorer.haze_guide; 0: off)
     views: int = 1  # self-ensemble views per restoration pass asked for
     capped: dict[str, int] = field(default_factory=dict)  # prompts that ran in fewer views (rain: 4)
+    reruns: Reruns = field(default_factory=Reruns)  # tiles whose output was not finite (Restorer.guard)
     prompt: str = ""
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the user should know, the reruns' notes included
     seconds: float = 0.0
 
     def count(self, status: Status) -> int:
@@ -444,7 +451,8 @@ class RestoreSummary:
                 "seconds": round(self.seconds, 3), "device": self.device, "precision": self.precision,
                 "tile": self.tile, "tile_haze_lowlight": self.tone_tile, "haze_guide": self.haze_guide,
                 "self_ensemble": self.views,
-                "self_ensemble_capped": self.capped, "prompt": self.prompt, "notes": self.notes,
+                "self_ensemble_capped": self.capped, "precision_reruns": self.reruns.steps,
+                "nonfinite_tiles": self.reruns.nonfinite, "prompt": self.prompt, "notes": self.notes,
                 "files": [vars(result) for result in self.results]}
 
 
@@ -492,12 +500,17 @@ def restore_files(files: list[InputFile], problems: list[InputProblem], restorer
     check_outputs_spare_inputs(files, output_dir, suffix, ext)
     written: dict[Path, Path] = {}
     started = time.perf_counter()
+    restorer.guard.reruns = reruns = summary.reruns  # the guard counts this batch's reruns into the summary
     for index, item in enumerate(files):
+        nonfinite = reruns.nonfinite
         result = _restore_one(index, item, restorer, output_dir, suffix, ext, overwrite, written, listener, chooser)
+        if result.status == "processed" and reruns.nonfinite > nonfinite:
+            result.reason = Reruns(nonfinite=reruns.nonfinite - nonfinite).notes()[0]
         summary.results.append(result)
         listener.file_finished(result)
     summary.seconds = time.perf_counter() - started
     summary.capped = dict(restorer.capped)
+    summary.notes += reruns.notes()
     return summary
 
 

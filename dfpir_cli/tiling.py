@@ -27,6 +27,7 @@ from .model import DFPIR, DFPIRConfig, restore_any_size
 
 ProgressCallback = Callable[[int, int], None]
 Restore = Callable[[torch.Tensor, ProgressCallback | None], torch.Tensor]  # (image, progress) -> restored image
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, codes) -> the network's output
 
 # Float32 values alive per pixel of a tile at the peak of a forward pass, per channel of ``config.dim``.
 # Counted from the full-resolution refinement block (GDFN at 2*dim channels: project_in 10.6*dim, the
@@ -108,14 +109,17 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def restore_tiled(model: DFPIR, image: torch.Tensor, codes: torch.Tensor, tile: int | None, overlap: int,
-                  batch_size: int = 4, progress: ProgressCallback | None = None) -> torch.Tensor:
+                  batch_size: int = 4, progress: ProgressCallback | None = None,
+                  forward: Forward | None = None) -> torch.Tensor:
     """Restore ``image`` (B, 3, H, W) with prompt ``codes`` (B, text_dim) in overlapping tiles.
 
     ``tile`` is the side of a square tile (rounded down to ``model.multiple_of``); ``None``, or a tile at
     least as large as the image, runs the image whole. ``batch_size`` tiles go through the network at
     once. Tiles move to the model's device and back, so a huge image may stay in host memory while the
     model runs on a GPU; the float32 result lives on the image's device. ``progress(done, total)`` is
-    called after each batch of tiles. Pure: no I/O, no device choice, no printing; autocast is the caller's.
+    called after each batch of tiles. ``forward(tiles, codes)`` runs each batch (default: ``model``; restore and
+    eval pass a :class:`~dfpir_cli.precision.FiniteGuard`). Pure: no I/O, no device choice, no printing; autocast
+    is the caller's.
     """
     if image.ndim != 4:
         raise InputError(f"expected an image batch (B, C, H, W), got shape {tuple(image.shape)}")
@@ -131,7 +135,8 @@ def restore_tiled(model: DFPIR, image: torch.Tensor, codes: torch.Tensor, tile: 
         if tile is None or (tile >= height and tile >= width):
             if progress:
                 progress(0, 1)
-            restored = restore_any_size(model, image.to(device), codes.to(device)).float().to(image.device)
+            restored = restore_any_size(model, image.to(device), codes.to(device), forward)
+            restored = restored.float().to(image.device)
             if progress:
                 progress(1, 1)
             return restored
@@ -147,7 +152,7 @@ def restore_tiled(model: DFPIR, image: torch.Tensor, codes: torch.Tensor, tile: 
             chunk = jobs[first:first + batch_size]
             tiles = torch.stack([
                 _pad_to(image[b, :, y:y + size_h, x:x + size_w], size_h, size_w) for b, (y, _), (x, _) in chunk])
-            restored = model(tiles.to(device), codes[[b for b, _, _ in chunk]].to(device))
+            restored = (forward or model)(tiles.to(device), codes[[b for b, _, _ in chunk]].to(device))
             restored = restored.float().to(image.device)
             for (b, (y, weight_y), (x, weight_x)), piece in zip(chunk, restored, strict=True):
                 h, w = weight_y.shape[0], weight_x.shape[0]
@@ -248,11 +253,11 @@ def auto_tile_size(device: torch.device | str, model_config: DFPIRConfig, dtype:
 
 
 def tiled_restore(model: DFPIR, codes: torch.Tensor, tile: int | None, overlap: int, batch_size: int = 4,
-                  guide: int = 0) -> Restore:
+                  guide: int = 0, forward: Forward | None = None) -> Restore:
     """``restore_tiled`` with these settings as a :data:`Restore`, its tone taken from a thumbnail ``guide``
     pixels on its longer side (:func:`scale_guided`; 0: none): one view of ``restore`` and ``eval``."""
     def tiles(image: torch.Tensor, progress: ProgressCallback | None) -> torch.Tensor:
-        return restore_tiled(model, image, codes, tile, overlap, batch_size, progress)
+        return restore_tiled(model, image, codes, tile, overlap, batch_size, progress, forward)
 
     def restore(image: torch.Tensor, progress: ProgressCallback | None) -> torch.Tensor:
         return scale_guided(tiles, image, guide, progress)

@@ -94,6 +94,24 @@ def test_image_smaller_than_the_tile_runs_whole():
     assert count_tiles(20, 30, 64, 16) == 1
 
 
+def test_batches_go_through_the_forward_given():
+    """A caller's ``forward`` (restore's FiniteGuard) runs every batch, whole image or tiles; the result is its own."""
+    torch.manual_seed(0)
+    model = LocalNet().eval()
+    image, codes = torch.rand(1, 3, 40, 56), torch.ones(1, 4)
+    batches: list[int] = []
+
+    def forward(tiles: torch.Tensor, tile_codes: torch.Tensor) -> torch.Tensor:
+        batches.append(tiles.shape[0])
+        return model(tiles, tile_codes)
+
+    for tile, expected in ((None, [1]), (32, [2] * (count_tiles(40, 56, 32, 8) // 2))):
+        batches.clear()
+        torch.testing.assert_close(restore_tiled(model, image, codes, tile, 8, batch_size=2, forward=forward),
+                                   restore_tiled(model, image, codes, tile, 8, batch_size=2))
+        assert batches == expected
+
+
 def test_thin_strip_pads_each_tile_not_the_image():
     model = LocalNet().eval()
     image, codes = torch.rand(1, 3, 5, 90), torch.ones(1, 4)  # 5 rows: the tiles are 8 rows, replicate-padded

@@ -61,10 +61,12 @@ def is_interactive() -> bool:
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="auto, bf16, fp16 or fp32. auto: bf16 autocast where the hardware has native bf16 (CPUs with "
-                        "AVX512-BF16 or AMX, CUDA GPUs that support it) and these weights' bf16 restorations of the "
+                        "AVX512-BF16 or AMX, CUDA GPUs from Ampere on) and these weights' bf16 restorations of the "
                         "benchmark photos stay within 45 dB PSNR of fp32 (checked once per checkpoint and device, "
                         "cached in $DFPIR_CACHE_DIR, default ~/.cache/dfpir); fp32 otherwise. bf16/fp16/fp32 force "
-                        "one (fp16 needs a GPU).")]
+                        "one (fp16 needs a GPU). A tile whose output is not finite (fp16 overflows easily) is re-run "
+                        "in bf16, or in fp32 where the GPU has no native bf16 or bf16 gave it; the summary counts "
+                        "them.")]
 WeightsOpt = Annotated[str | None, typer.Option(
     "--weights", "-w", help="Checkpoint folder (config.json + model.safetensors), a reference .pth file, "
                             "a Hugging Face repo id fetched with `dfpir fetch-weights`, or official:five-task | "

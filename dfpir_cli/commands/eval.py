@@ -361,6 +361,8 @@ def eval_command(
             ensemble += f"; haze guided by a {haze_guide} px thumbnail" if haze_guide else ""
             out.print(f"conventions: {report['conventions']['description']}; {options.precision} on {torch_device}"
                       f"{ensemble}", highlight=False)
+            for note in report["notes"]:
+                out.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
             if not quiet:
                 layouts: dict[str, list[str]] = {}
                 for test_set in sets:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -93,8 +95,13 @@ class DFPIR(nn.Module):
                              f"for a batch of {image.shape[0]} images, got {tuple(text_code.shape)}")
 
 
-def restore_any_size(model: DFPIR, image: torch.Tensor, text_code: torch.Tensor) -> torch.Tensor:
-    """Run the network on any H, W: reflect-pad to ``model.multiple_of``, then crop back."""
+def restore_any_size(model: DFPIR, image: torch.Tensor, text_code: torch.Tensor,
+                     forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Run the network on any H, W: reflect-pad to ``model.multiple_of``, then crop back.
+
+    ``forward(image, text_code)`` runs the network (default: ``model`` itself), for a caller that wraps the
+    pass, as :class:`dfpir_cli.precision.FiniteGuard` does to re-run a non-finite one in a safer precision.
+    """
     height, width = image.shape[-2:]
     multiple = model.multiple_of
     pad_h, pad_w = -height % multiple, -width % multiple
@@ -102,4 +109,4 @@ def restore_any_size(model: DFPIR, image: torch.Tensor, text_code: torch.Tensor)
         # Reflect padding needs the pad to be smaller than the side; replicate covers tiny images.
         mode = "reflect" if pad_h < height and pad_w < width else "replicate"
         image = F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
-    return model(image, text_code)[..., :height, :width]
+    return (forward or model)(image, text_code)[..., :height, :width]
