@@ -5,14 +5,14 @@ A dfpir checkpoint on the Hub is a model repository holding ``config.json`` + ``
 huggingface_hub's own cache (``HF_HOME`` / ``HF_HUB_CACHE``), so ``--weights owner/name`` resolves from
 that cache with no network at all once fetched.
 
-Integrity: the weights' sha256 is checked against ``--sha256`` and against the Hub's LFS record before a
-download is kept, and a failed fetch removes the cache entries it created, so a later (offline) run never
-trusts a partial or corrupt file. Weights always load with strict keys (STYLE.md 9).
+Integrity: the weights' sha256 is checked against ``--sha256``, against the Hub's LFS record and against the
+one ``config.json`` recorded when the checkpoint was written, before a download is kept; a failed fetch removes
+the cache entries it created, so a later (offline) run never trusts a partial or corrupt file. Weights always
+load with strict keys (STYLE.md 9).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -48,6 +48,7 @@ from .checkpoint import (
     infer_config,
     load_checkpoint,
     read_reference_state_dict,
+    sha256_of,
 )
 from .errors import CheckpointError, HubError, InputError
 from .model import PRESETS
@@ -204,14 +205,6 @@ def hub_error(error: BaseException, repo_id: str, revision: str | None = None, f
 
 # ---------------------------------------------------------------------------------------------------------------
 # Downloading
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def normalise_sha256(value: str | None) -> str | None:

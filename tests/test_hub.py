@@ -157,6 +157,16 @@ def test_cached_copy_with_another_sha256_is_not_trusted(fake_hub):
     assert_nothing_trusted()
 
 
+def test_weights_that_do_not_match_their_config_are_not_trusted(fake_hub, checkpoint_files, tmp_path):
+    # The Hub's record matches the file (it was uploaded as is), but config.json recorded other weights:
+    # model.safetensors was replaced without its config.json.
+    other = make_checkpoint(tmp_path / "other", seed=7)
+    fake_hub.add_repo("lab/mixed", {**checkpoint_files, "model.safetensors": (other / "model.safetensors").read_bytes()})
+    with pytest.raises(CheckpointError, match="does not match the sha256 recorded in .*config.json"):
+        hub.fetch_checkpoint("lab/mixed", progress=False)
+    assert_nothing_trusted("lab/mixed")
+
+
 def test_bad_sha256_syntax_is_an_input_error(fake_hub):
     with pytest.raises(InputError, match="64 hexadecimal"):
         hub.fetch_checkpoint(REPO, sha256="abc", progress=False)
@@ -300,6 +310,7 @@ def test_push_then_fetch_round_trip(fake_hub, monkeypatch, tmp_path):
     fetched = hub.fetch_checkpoint("me/new", revision="exp", progress=False)
     assert "library_name: dfpir" in (fetched.path / "README.md").read_text()
     assert (fetched.path / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+    assert json.loads((fetched.path / "config.json").read_text())["weights_sha256"] == fetched.sha256
 
 
 def test_push_refuses_a_folder_that_does_not_load(fake_hub, tmp_path):

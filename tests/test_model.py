@@ -137,3 +137,24 @@ def test_config_round_trip_and_validation():
         DFPIRConfig(gamma=0.0)
     with pytest.raises(ValueError, match="heads"):
         DFPIRConfig(dim=6, heads=(4, 2, 4, 8))
+    with pytest.raises(ValueError, match="JSON object"):
+        DFPIRConfig.from_dict([])  # type: ignore[arg-type]
+    assert DFPIRConfig.from_dict({"gamma": 1}).gamma == 1  # a whole number is a number
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("dim", True, "dim must be a whole number"), ("dim", 8.0, "dim must be a whole number"),
+    ("dim", "8", "dim must be a whole number"), ("dim", 0, "dim must be at least 1"), ("dim", 9, "dim must be even"),
+    ("dim", 10**9, "channels wide"), ("num_blocks", [1, 1, 1], "list of 4 whole numbers"),
+    ("num_blocks", [1, 1, 1, None], "list of 4 whole numbers"),
+    ("num_blocks", [1, 1, 0, 1], r"num_blocks\[2\] must be at least 1"),
+    ("num_refinement_blocks", 10**6, "must be at most 64"), ("heads", [1, 2, 4, 0], r"heads\[3\] must be at least 1"),
+    ("bias", 0, "bias must be true or false"), ("caapm", "true", "caapm must be true or false"),
+    ("gamma", None, "gamma must be a finite number"), ("gamma", float("nan"), "gamma must be a finite number"),
+    ("ffn_expansion_factor", float("inf"), "finite number"), ("ffn_expansion_factor", -1, "positive number"),
+    ("ffn_expansion_factor", 0.01, "no hidden channel"), ("text_dim", -512, "text_dim must be at least 1"),
+    ("out_channels", 1, "in_channels 3 and out_channels 1 differ"), ("layernorm_type", None, "must be a string"),
+])
+def test_config_from_json_checks_types_and_ranges(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        DFPIRConfig.from_dict({**PRESETS["tiny"].to_dict(), field: value})
