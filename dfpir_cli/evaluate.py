@@ -33,7 +33,7 @@ import torch
 from .checkpoint import Checkpoint
 from .classic import classic_method, classic_restore
 from .datasets import TestSet
-from .detect import Detector, known_families, plan_prompts
+from .detect import AutoPolicy, Detector, known_families, plan_prompts
 from .ensemble import self_ensemble, views_for
 from .errors import DfpirError, InputError
 from .imageio import LoadedImage, read_image, write_image
@@ -266,7 +266,7 @@ def _restore_detected(checkpoint: Checkpoint, degraded: np.ndarray, oracle_resul
     """Restore with what the detector picks (recorded in ``image.detected``); the oracle's result when the same."""
     assert options.detector is not None
     names = checkpoint.prompts.names
-    detection = options.detector.detect(degraded, known_families(names))
+    detection = options.detector.detect(degraded, known_families(names), AutoPolicy.of(checkpoint.metadata))
     plan = plan_prompts(detection, names)
     image.detected = "+".join(plan) or "clean"
     if plan == (names[checkpoint.prompts.index(oracle)],):

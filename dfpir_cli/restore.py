@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 
 from .checkpoint import Checkpoint
-from .detect import Detection, Detector, known_families, plan_prompts
+from .detect import AutoPolicy, Detection, Detector, known_families, plan_prompts
 from .ensemble import check_views, self_ensemble, views_for
 from .errors import DfpirError, InputError
 from .imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_atomic, write_image
@@ -375,12 +375,14 @@ def chain_chooser(names: tuple[str, ...]) -> Chooser:
 
 
 def auto_chooser(detector: Detector, checkpoint: Checkpoint) -> Chooser:
-    """Per photo, what the detector finds among the families this checkpoint can restore."""
+    """Per photo, what the detector finds among the families this checkpoint can restore, as sure as the
+    checkpoint's :class:`~dfpir_cli.detect.AutoPolicy` asks."""
     names = checkpoint.prompts.names
     families = known_families(names)
+    policy = AutoPolicy.of(checkpoint.metadata)
 
     def choose(pixels: torch.Tensor) -> Choice:
-        detection = detector.detect(pixels, families)
+        detection = detector.detect(pixels, families, policy)
         return Choice(plan_prompts(detection, names), detection)
 
     return choose

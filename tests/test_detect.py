@@ -25,6 +25,7 @@ from dfpir_cli.detect import (
     DEFAULT_DETECTOR,
     FAMILIES,
     PRESENT,
+    AutoPolicy,
     Detector,
     DetectorConfig,
     DetectorNet,
@@ -106,6 +107,42 @@ def test_nothing_likely_is_clean_with_its_probability() -> None:
     assert detection.confidence == pytest.approx(0.63) and detection.low_confidence
     assert detection.ranked()[0] == ("clean", pytest.approx(0.63))
     assert decide({"noise": 0.1, "rain": PRESENT - 0.01}, 20).label == "clean"
+
+
+def test_a_family_the_checkpoint_is_unsure_of_is_withheld_and_flagged() -> None:
+    policy = AutoPolicy({"blur": 0.9, "default": 0.6})
+    blurred = decide({"blur": 0.85, "noise": 0.1}, 20, policy)
+    assert blurred.label == "clean" and blurred.withheld == ("blur",) and blurred.low_confidence
+    assert blurred.to_json()["withheld"] == ["blur"]
+    assert decide({"blur": 0.95, "noise": 0.1}, 20, policy).label == "blur"
+    # the next family the checkpoint is sure of is restored; the unsure one is still withheld
+    both = decide({"blur": 0.85, "haze": 0.8}, 20, policy)
+    assert both.label == "haze" and both.withheld == ("blur",)
+    assert decide({"haze": 0.55}, 20, policy).withheld == ("haze",)  # "default" for the families not named
+    assert decide({"haze": 0.55}, 20).label == "haze" and not decide({"haze": 0.55}, 20).withheld  # no policy
+    assert AutoPolicy({"blur": 0.2}).needs("blur") == PRESENT  # never below "likely"
+
+
+@pytest.mark.parametrize("given", [{"snow": 0.5}, {"blur": 1.5}, {"blur": "high"}, {"blur": True}, ["blur"]])
+def test_bad_auto_thresholds_are_refused(given) -> None:
+    with pytest.raises(CheckpointError, match="auto_thresholds"):
+        AutoPolicy.of({"auto_thresholds": given})
+
+
+def test_detect_and_auto_follow_the_checkpoints_thresholds(tmp_path: Path, photos: Path) -> None:
+    """A checkpoint asking for more certainty than any photo gives leaves every photo alone, flagged."""
+    torch.manual_seed(0)
+    strict = save_checkpoint(tmp_path / "strict", DFPIR(MICRO).eval(), make_prompts(MICRO.text_dim),
+                             {"auto_thresholds": {"default": 1.0}})
+    result = runner.invoke(app, ["detect", str(photos), "--weights", str(strict), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["files"]
+    assert all(row["detected"] == "clean" for row in rows)
+    assert any(row["withheld"] for row in rows) and all(row["low_confidence"] for row in rows if row["withheld"])
+    restored = runner.invoke(app, ["restore", str(photos), "-o", str(tmp_path / "out"), "-w", str(strict), "--json"])
+    assert restored.exit_code == 0, restored.output
+    summary = json.loads(restored.stdout)
+    assert summary["processed"] == 0 and summary["clean"] == len(rows)
 
 
 def test_the_noise_prompt_follows_the_estimated_level() -> None:
@@ -260,6 +297,17 @@ def test_a_detector_round_trips_and_refuses_other_folders(tmp_path: Path, checkp
         Detector.load(checkpoint)
     with pytest.raises(CheckpointError, match="is not a detector"):
         Detector.load(tmp_path)
+
+
+def test_a_detector_records_the_sha256_of_its_weights(tmp_path: Path) -> None:
+    folder = fixed_detector(tmp_path / "det", haze=0.9)
+    weights = folder / "model.safetensors"
+    assert json.loads((folder / "config.json").read_text())["weights_sha256"] == digest(weights)
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01  # one bit of one weight: a valid file that only the hash tells apart
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match the sha256 recorded"):
+        Detector.load(folder)
 
 
 def test_the_shipped_detector_loads_and_is_small() -> None:

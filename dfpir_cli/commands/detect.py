@@ -9,11 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..detect import Detection, Detector
+from ..detect import AutoPolicy, Detection, Detector, known_families
 from ..errors import InputError
 from ..imageio import read_image
 from ..restore import collect_inputs
-from .common import JsonOpt, console, handle_errors
+from ..weights import resolve_weights
+from .common import JsonOpt, WeightsOpt, console, handle_errors
 
 DetectorOpt = Annotated[Path | None, typer.Option(
     "--detector", help="A detector folder written by `dfpir train-detector` (default: the one shipped with dfpir).",
@@ -31,14 +32,17 @@ def detect(
         "--recursive", "-r", help="Also look at the images in sub-folders of folder inputs.")] = False,
     top: Annotated[int, typer.Option("--top", help="How many of the most probable labels to list.", min=1)] = 3,
     detector_path: DetectorOpt = None,
+    weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List per photo the most probable degradations (noise, rain, haze, blur, lowlight) or clean.
 
     Probabilities are per degradation and independent (a photo can be hazy and noisy); "clean" is the
-    probability that none is present. "detected" is what `dfpir restore --degradation auto` would do: the
-    top degradation, two chained when the second is also likely, or clean (copied unchanged). Low
-    confidence is flagged.
+    probability that none is present. "detected" is what `dfpir restore` with no --degradation would do with
+    the same --weights (default: the default model): the top degradation that checkpoint restores and is sure
+    enough of, two chained when the second is also likely, or clean (copied unchanged). A degradation that is
+    likely but below what the checkpoint needs (the default model barely deblurs) is "withheld": the photo is
+    left as it is and flagged, as is a low-confidence decision.
 
     Exit codes: 0 every image scored; 1 some image could not be read; 2 usage error (nothing to look at).
     """
@@ -48,11 +52,13 @@ def detect(
             reasons = "\n  ".join(problem.reason for problem in problems)
             raise InputError(f"nothing to detect:\n  {reasons}")
         detector = Detector.load(detector_path)
+        checkpoint = resolve_weights(weights)
+        families, policy = known_families(checkpoint.prompts.names), AutoPolicy.of(checkpoint.metadata)
         rows: list[dict] = [{"source": problem.spec, "error": problem.reason} for problem in problems]
         detections: list[tuple[str, Detection]] = []
         for item in files:
             try:
-                detection = detector.detect(read_image(item.path).pixels)
+                detection = detector.detect(read_image(item.path).pixels, families, policy)
             except InputError as error:
                 rows.append({"source": str(item.path), "error": str(error)})
                 continue
@@ -72,7 +78,8 @@ def detect(
             table.add_column(f"#{rank + 1}")
         table.add_column("noise sigma", justify="right")
         for source, detection in detections:
-            label = detection.label + (" [yellow](low confidence)[/]" if detection.low_confidence else "")
+            label = detection.label + (f" [yellow](withheld: {', '.join(detection.withheld)})[/]" if detection.withheld
+                                       else " [yellow](low confidence)[/]" if detection.low_confidence else "")
             ranked = [f"{name} {_percent(p)}" for name, p in detection.ranked()[:top]]
             sigma = "" if detection.noise_sigma is None else f"{detection.noise_sigma:.0f}"
             table.add_row(Path(source).name if len(detections) > 1 else source, label, *ranked, sigma)

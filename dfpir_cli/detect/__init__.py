@@ -6,6 +6,7 @@ from .detector import (
     LOW_CONFIDENCE,
     PRESENT,
     RESTORE_ORDER,
+    AutoPolicy,
     Detection,
     Detector,
     decide,
@@ -16,6 +17,7 @@ from .detector import (
 )
 from .network import FAMILIES, DetectorConfig, DetectorNet
 
-__all__ = ["CHAIN", "DEFAULT_DETECTOR", "FAMILIES", "LOW_CONFIDENCE", "PRESENT", "RESTORE_ORDER", "Detection",
+__all__ = ["CHAIN", "DEFAULT_DETECTOR", "FAMILIES", "LOW_CONFIDENCE", "PRESENT", "RESTORE_ORDER", "AutoPolicy",
+           "Detection",
            "Detector", "DetectorConfig", "DetectorNet", "decide", "known_families", "noise_prompt", "parse_chain",
            "plan_prompts"]

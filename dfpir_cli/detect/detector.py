@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as save_tensors
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_weights_strict, write_folder_atomic
+from ..checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    WEIGHTS_SHA256,
+    checkpoint_files,
+    load_weights_strict,
+    read_weights,
+    write_folder_atomic,
+)
 from ..errors import CheckpointError, InputError
 from ..prompts import DEGRADATIONS, resolve_degradation
 from ..synthesis import NOISE_SIGMAS
-from .network import DetectorConfig, DetectorNet
+from .network import FAMILIES, DetectorConfig, DetectorNet
 from .views import grid_crops, thumbnail
 
 FORMAT = "dfpir-detector"
@@ -42,11 +47,46 @@ RESTORE_ORDER: tuple[str, ...] = ("noise", "blur", "lowlight", "rain", "haze")
 
 
 @dataclass(frozen=True)
+class AutoPolicy:
+    """How sure auto mode must be of a family before it restores it, per checkpoint (issue 32: do no harm).
+
+    A family whose probability reaches :data:`PRESENT` is likely; it is restored only when it also reaches
+    the checkpoint's threshold for it, which is higher where the checkpoint restores that family poorly (the
+    default model barely deblurs) or where a wrong pass harms more than it helps. A likely family below its
+    threshold is *withheld*: the photo is left as it is for that family and flagged for a look. The thresholds
+    come from the checkpoint's ``metadata["auto_thresholds"]``: ``{family: probability}``, ``"default"`` for
+    the families not named; a checkpoint without them (the authors' weights) restores at :data:`PRESENT`.
+    """
+
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+    def needs(self, family: str) -> float:
+        """The probability of ``family`` at which it is restored."""
+        return max(PRESENT, self.thresholds.get(family, self.thresholds.get("default", PRESENT)))
+
+    @classmethod
+    def of(cls, metadata: Mapping[str, object] | None) -> AutoPolicy:
+        """A checkpoint's policy from its metadata; entries that are not a probability are refused."""
+        given = (metadata or {}).get("auto_thresholds") or {}
+        if not isinstance(given, Mapping):
+            raise CheckpointError(f"the checkpoint's auto_thresholds must map families to probabilities, not {given!r}")
+        thresholds = {}
+        for family, value in given.items():
+            if (family not in (*FAMILIES, "default") or isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not 0.0 <= value <= 1.0):
+                raise CheckpointError(f"the checkpoint's auto_thresholds entry {family!r}: {value!r} is not a family "
+                                      f"({', '.join(FAMILIES)} or default) with a probability from 0 to 1")
+            thresholds[family] = float(value)
+        return cls(thresholds)
+
+
+@dataclass(frozen=True)
 class Detection:
     probabilities: dict[str, float]  # per family, independent; plus "clean": no family present
     noise_sigma: float | None  # estimated noise sigma (8-bit scale) when noise is detected
     families: tuple[str, ...]  # what to restore, in RESTORE_ORDER; () when clean
     confidence: float  # how sure the decision is: the least probable chosen family, or "clean"
+    withheld: tuple[str, ...] = ()  # likely, but below what the checkpoint needs to restore them (AutoPolicy)
 
     @property
     def label(self) -> str:
@@ -54,7 +94,7 @@ class Detection:
 
     @property
     def low_confidence(self) -> bool:
-        return self.confidence < LOW_CONFIDENCE
+        return self.confidence < LOW_CONFIDENCE or bool(self.withheld)
 
     def ranked(self) -> list[tuple[str, float]]:
         """(name, probability), most probable first, "clean" among them."""
@@ -64,18 +104,23 @@ class Detection:
         return {"detected": self.label, "confidence": round(self.confidence, 4),
                 "low_confidence": self.low_confidence,
                 "probabilities": {name: round(p, 4) for name, p in self.ranked()},
-                "noise_sigma": None if self.noise_sigma is None else round(self.noise_sigma, 1)}
+                "noise_sigma": None if self.noise_sigma is None else round(self.noise_sigma, 1),
+                "withheld": list(self.withheld)}
 
 
-def decide(probabilities: dict[str, float], noise_sigma: float) -> Detection:
-    """The decision from per-family probabilities: the top family, a second one above :data:`CHAIN`, or clean."""
+def decide(probabilities: dict[str, float], noise_sigma: float, policy: AutoPolicy = AutoPolicy()) -> Detection:
+    """The decision from per-family probabilities: the most probable family the policy is sure enough of, a
+    second one above :data:`CHAIN` (and its own threshold), or clean; likely families below their threshold
+    are withheld (left alone, flagged)."""
     ranked = sorted(probabilities.items(), key=lambda item: -item[1])
-    chosen = [name for name, p in ranked[:2] if p >= (PRESENT if name == ranked[0][0] else CHAIN)]
+    sure = [name for name, p in ranked if p >= policy.needs(name)]
+    chosen = sure[:1] + [name for name in sure[1:2] if probabilities[name] >= CHAIN]
+    withheld = tuple(name for name, p in ranked if PRESENT <= p < policy.needs(name))
     clean = math.prod(1.0 - p for p in probabilities.values())
     families = tuple(sorted(chosen, key=RESTORE_ORDER.index))
     confidence = min(probabilities[name] for name in families) if families else clean
     return Detection({**probabilities, "clean": clean}, noise_sigma if "noise" in families else None, families,
-                     confidence)
+                     confidence, withheld)
 
 
 class Detector:
@@ -98,12 +143,12 @@ class Detector:
                                   "`dfpir train-detector --output DIR` writes")
         try:
             config = json.loads((folder / CONFIG_NAME).read_text())
-            tensors = load_file(folder / WEIGHTS_NAME)
-        except (OSError, ValueError, SafetensorError) as error:
+        except (OSError, ValueError) as error:
             raise CheckpointError(f"{folder} cannot be read ({error}): copy or train the detector again") from error
-        if config.get("format") != FORMAT:
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise CheckpointError(f"{folder / CONFIG_NAME} is not a detector config (no \"format\": \"{FORMAT}\"); "
                                   "a restoration checkpoint goes to --weights, a detector to --detector")
+        tensors = read_weights(folder / WEIGHTS_NAME, config.get(WEIGHTS_SHA256))
         net = DetectorNet(DetectorConfig.from_dict(config.get("config", {})))
         load_weights_strict(net, {key: value.float() for key, value in tensors.items()}, str(folder))
         return cls(net, config.get("metadata", {}))
@@ -113,8 +158,7 @@ class Detector:
         tensors = {key: value.detach().cpu().half().contiguous() for key, value in self.net.state_dict().items()}
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
                   "metadata": metadata if metadata is not None else self.metadata}
-        return write_folder_atomic(folder, {WEIGHTS_NAME: save_tensors(tensors, metadata={"format": FORMAT}),
-                                            CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode()})
+        return write_folder_atomic(folder, checkpoint_files(config, tensors, FORMAT))
 
     @torch.inference_mode()
     def scores(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,10 +180,12 @@ class Detector:
         probabilities = torch.sigmoid(logits).reshape(2, len(images), -1).mean(dim=0)
         return probabilities, log_sigma.reshape(2, len(images)).mean(dim=0).exp()
 
-    def detect(self, image: np.ndarray | torch.Tensor, families: Sequence[str] | None = None) -> Detection:
+    def detect(self, image: np.ndarray | torch.Tensor, families: Sequence[str] | None = None,
+               policy: AutoPolicy = AutoPolicy()) -> Detection:
         """What is wrong with one photo: an H x W x 3 array or a (3, H, W) tensor in [0, 1].
 
-        ``families`` limits the decision to the families a checkpoint can restore (others are left out).
+        ``families`` limits the decision to the families a checkpoint can restore (others are left out);
+        ``policy`` is how sure of each family that checkpoint needs to be (:class:`AutoPolicy`).
         """
         if isinstance(image, torch.Tensor):
             image = image.permute(1, 2, 0).numpy()
@@ -147,7 +193,7 @@ class Detector:
         probabilities, sigma = self.scores([image])
         wanted = self.config.families if families is None else tuple(f for f in self.config.families if f in families)
         scores = {name: float(probabilities[0, self.config.families.index(name)]) for name in wanted}
-        return decide(scores, float(sigma[0]))
+        return decide(scores, float(sigma[0]), policy)
 
 
 def known_families(names: Sequence[str]) -> tuple[str, ...]:
