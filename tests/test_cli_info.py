@@ -75,3 +75,12 @@ def test_info_env_reports_what_a_bug_report_needs():
     assert report["freed memory kept"].startswith(("yes", "no"))
     table = runner.invoke(app, ["info", "--env"])
     assert table.exit_code == 0 and "bug reports" in table.output and report["torch"] in table.output
+
+
+def test_info_shows_the_recorded_weights_hash(micro_checkpoint) -> None:
+    import hashlib
+
+    result = CliRunner().invoke(app, ["info", str(micro_checkpoint)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    digest = hashlib.sha256((micro_checkpoint / "model.safetensors").read_bytes()).hexdigest()
+    assert digest[:24] in result.output and "(checked)" in result.output  # the table may wrap the rest

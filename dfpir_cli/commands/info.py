@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import CONFIG_NAME, WEIGHTS_SHA256, load_checkpoint
 from ..environment import environment
 from ..model import DFPIR, PRESETS
-from ..official import is_official_spec, load_official
+from ..official import is_official_spec, load_official, official_dir
 from ..prompts import DEGRADATIONS
 from .common import JsonOpt, console, handle_errors
+
+
+def _recorded_sha256(folder: Path) -> str | None:
+    """The sha256 of model.safetensors that the folder's config.json records (checked when it loaded)."""
+    folder = folder.parent if folder.is_file() else folder
+    try:
+        recorded = json.loads((folder / CONFIG_NAME).read_text()).get(WEIGHTS_SHA256)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, str) else None
 
 
 def count_parameters(model: DFPIR) -> int:
@@ -52,6 +63,8 @@ def info(
             for key, value in checkpoint.config.to_dict().items():
                 table.add_row(key, str(value))
             table.add_row("prompt encoder", checkpoint.prompts.encoder)
+            recorded = _recorded_sha256(official_dir(weights) if is_official_spec(weights) else Path(weights))
+            table.add_row("model.safetensors sha256", f"{recorded} (checked)" if recorded else "not recorded (older folder)")
             table.add_row("degradations", ", ".join(checkpoint.prompts.names))
             for key, value in checkpoint.metadata.items():
                 if isinstance(value, (str, int, float)):
