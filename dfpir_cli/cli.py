@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
+from .base.device import keep_freed_memory
 from .commands import detect as detect_command
 from .commands import fetch_weights, info, push_weights
 from .commands import restore as restore_command
@@ -16,7 +17,6 @@ from .commands import train as train_command
 from .commands.common import debug_state
 from .commands.eval import eval_command
 from .commands.train_detector import train_detector_command
-from .device import keep_freed_memory
 
 app = typer.Typer(
     name="dfpir",
@@ -43,7 +43,7 @@ def main(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """dfpir: all-in-one image restoration."""
-    keep_freed_memory()  # tiles and training steps reuse their activations' memory (dfpir_cli.device)
+    keep_freed_memory()  # tiles and training steps reuse their activations' memory (dfpir_cli.base.device)
     if debug:
         debug_state["debug"] = True
 

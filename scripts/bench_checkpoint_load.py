@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from dfpir_cli.checkpoint import (
+from dfpir_cli.model import DFPIR, PRESETS, DFPIRConfig
+from dfpir_cli.weights.checkpoint import (
     WEIGHTS_SHA256,
     PromptBank,
     load_checkpoint,
@@ -33,8 +34,7 @@ from dfpir_cli.checkpoint import (
     save_checkpoint,
     sha256_of,
 )
-from dfpir_cli.model import DFPIR, PRESETS, DFPIRConfig
-from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, random_codes
+from dfpir_cli.weights.prompts import DEGRADATIONS, FIVE_TASK, random_codes
 
 
 def meta_network(config: DFPIRConfig) -> DFPIR:

@@ -4,7 +4,7 @@ For each preset (default: small and paper) it times a forward pass of 512x512 ti
 fp16 autocast, eager and ``torch.compile``d, at batches of 1 and 4 tiles (median of --runs after warm-up,
 CUDA-synchronised), and reports megapixels per second, the speed-up over eager fp32 at batch 1, peak CUDA
 memory and the output's PSNR against fp32. Then it restores a synthetic 4000x3000 photo through
-:class:`dfpir_cli.restore.Restorer` (the code `dfpir restore` runs) at each precision with the default tile
+:class:`dfpir_cli.restore.pipeline.Restorer` (the code `dfpir restore` runs) at each precision with the default tile
 and batch for the GPU. A variant that fails (e.g. out of memory, no compiler) is reported and skipped.
 
     .venv/bin/python scripts/bench_gpu.py                       # everything, about 5-10 minutes
@@ -21,11 +21,11 @@ from collections.abc import Callable
 
 import torch
 
-from dfpir_cli.checkpoint import Checkpoint, PromptBank
+from dfpir_cli.base.precision import PRECISIONS, autocast
 from dfpir_cli.model import DFPIR, PRESETS
-from dfpir_cli.precision import PRECISIONS, autocast
-from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, random_codes
-from dfpir_cli.restore import Restorer
+from dfpir_cli.restore.pipeline import Restorer
+from dfpir_cli.weights.checkpoint import Checkpoint, PromptBank
+from dfpir_cli.weights.prompts import DEGRADATIONS, FIVE_TASK, random_codes
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:

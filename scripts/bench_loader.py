@@ -19,9 +19,9 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from dfpir_cli.prompts import FIVE_TASK
-from dfpir_cli.train_data import GlobalBatchSampler, PatchDataset, build_training_data
-from dfpir_cli.training import _worker_init
+from dfpir_cli.data.train_sets import GlobalBatchSampler, PatchDataset, build_training_data
+from dfpir_cli.train.loop import _worker_init
+from dfpir_cli.weights.prompts import FIVE_TASK
 
 
 def measure(dataset: PatchDataset, variant: str, batch_size: int, batches: int) -> tuple[float, float]:

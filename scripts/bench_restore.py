@@ -36,13 +36,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dfpir_cli.checkpoint import PromptBank, save_checkpoint
-from dfpir_cli.device import KEEP_FREED_ENV
+from dfpir_cli.base.device import KEEP_FREED_ENV
 from dfpir_cli.model import DFPIR, PRESETS
-from dfpir_cli.precision_check import CACHE_ENV
-from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, family_of, random_codes
-from dfpir_cli.restore import DEFAULT_OVERLAP, TONE_FAMILIES
-from dfpir_cli.tiling import computed_pixels, count_tiles, tile_shape
+from dfpir_cli.restore.pipeline import DEFAULT_OVERLAP, TONE_FAMILIES
+from dfpir_cli.restore.precision_check import CACHE_ENV
+from dfpir_cli.restore.tiling import computed_pixels, count_tiles, tile_shape
+from dfpir_cli.weights.checkpoint import PromptBank, save_checkpoint
+from dfpir_cli.weights.prompts import DEGRADATIONS, FIVE_TASK, family_of, random_codes
 
 Image.MAX_IMAGE_PIXELS = None
 

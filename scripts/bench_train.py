@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from dfpir_cli.device import pick_device
+from dfpir_cli.base.device import pick_device
 from dfpir_cli.model import PRESETS
-from dfpir_cli.prompts import FIVE_TASK, random_codes
-from dfpir_cli.training import Trainer
+from dfpir_cli.train.loop import Trainer
+from dfpir_cli.weights.prompts import FIVE_TASK, random_codes
 
 
 def matmul_gflops(device: torch.device, size: int = 4096, repeats: int = 3) -> float:

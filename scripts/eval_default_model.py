@@ -6,7 +6,7 @@
 Same benchmark and numbers as ``dfpir eval --dataset synthetic`` (the five held-out scikit-image photos,
 256x256 crops, seed 0, the paper's scoring: full RGB, centre crop to a multiple of 16): it reuses eval's
 loader, restorer and metrics, and adds the column eval has not got, a classic non-learned method per
-degradation (:mod:`dfpir_cli.classic`).
+degradation (:mod:`dfpir_cli.evaluate.classic`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from dfpir_cli.classic import classic_method, classic_restore
-from dfpir_cli.datasets import SYNTHETIC_SIZE, synthetic_sets
-from dfpir_cli.evaluate import EvalOptions, PairLoader, restore_array
-from dfpir_cli.metrics import PAPER, score
-from dfpir_cli.prompts import FIVE_TASK
-from dfpir_cli.weights import resolve_weights
+from dfpir_cli.data.test_sets import SYNTHETIC_SIZE, synthetic_sets
+from dfpir_cli.evaluate.benchmark import EvalOptions, PairLoader, restore_array
+from dfpir_cli.evaluate.classic import classic_method, classic_restore
+from dfpir_cli.evaluate.metrics import PAPER, score
+from dfpir_cli.weights.prompts import FIVE_TASK
+from dfpir_cli.weights.resolve import resolve_weights
 
 COLUMNS = ("degraded", "model", "classic")
 

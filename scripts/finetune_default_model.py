@@ -105,7 +105,7 @@ def save_float16(source: Path, target: Path, **metadata) -> Path:
     """Save the checkpoint ``source`` in float16 at ``target``, its metadata updated with ``metadata``."""
     import torch
 
-    from dfpir_cli.checkpoint import load_checkpoint, save_checkpoint
+    from dfpir_cli.weights.checkpoint import load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(source, torch.device("cpu"))
     return save_checkpoint(target, checkpoint.model, checkpoint.prompts, {**checkpoint.metadata, **metadata},
@@ -114,7 +114,7 @@ def save_float16(source: Path, target: Path, **metadata) -> Path:
 
 def ship(final: Path) -> None:
     """Copy the fine-tune's ``final`` checkpoint into the package in float16, with the recipe in its metadata."""
-    from dfpir_cli.restore import HAZE_GUIDE_SIDE
+    from dfpir_cli.restore.pipeline import HAZE_GUIDE_SIDE
 
     save_float16(final, ASSET_DIR, shipped_from=final.name, seed=SEED, recipe=RECIPE, haze_guide=HAZE_GUIDE_SIDE,
                  finetune_args={stage.name: " ".join(stage.train_args()) for stage in STAGES},

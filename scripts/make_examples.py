@@ -4,7 +4,7 @@
 
 Each example is a photo the default model never trained on (the held-out photos of
 ``dfpir eval --dataset synthetic``, shipped with scikit-image: see scripts/train_default_model.py),
-scaled (area) so its longer side is 384 px and degraded by dfpir_cli.synthesis with a fixed seed, so
+scaled (area) so its longer side is 384 px and degraded by dfpir_cli.data.synthesis with a fixed seed, so
 the files are reproducible byte for byte on one platform. The folder names are degradation aliases, so
 ``dfpir restore examples/hazy --degradation hazy`` restores one family.
 """
@@ -19,13 +19,13 @@ import cv2
 import numpy as np
 import skimage.data
 
-from dfpir_cli.datasets import SHIPPED_PHOTOS
-from dfpir_cli.synthesis import synthesize
+from dfpir_cli.data.synthesis import synthesize
+from dfpir_cli.data.test_sets import SHIPPED_PHOTOS
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG_SIDE = 384
 SEED = 2025
-# alias (folder) -> (canonical degradation, held-out photo from dfpir_cli.datasets.SHIPPED_PHOTOS)
+# alias (folder) -> (canonical degradation, held-out photo from dfpir_cli.data.test_sets.SHIPPED_PHOTOS)
 EXAMPLES: dict[str, tuple[str, str]] = {
     "noisy": ("noise25", "chelsea"),
     "rainy": ("rain", "motorcycle"),

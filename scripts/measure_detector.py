@@ -30,14 +30,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dfpir_cli.datasets import SHIPPED_PHOTOS, find_dataset, shipped_photos  # noqa: E402
+from dfpir_cli.base.imageio import read_image  # noqa: E402
+from dfpir_cli.data.synthesis import NOISE_SIGMAS, gaussian_noise, synthesize  # noqa: E402
+from dfpir_cli.data.test_sets import SHIPPED_PHOTOS, find_dataset, shipped_photos  # noqa: E402
 from dfpir_cli.detect import RESTORE_ORDER, Detector, plan_prompts  # noqa: E402
-from dfpir_cli.evaluate import EvalOptions, PairLoader, _square, restore_array, synthetic_rng  # noqa: E402
-from dfpir_cli.imageio import read_image  # noqa: E402
-from dfpir_cli.metrics import PAPER, score  # noqa: E402
-from dfpir_cli.prompts import FIVE_TASK  # noqa: E402
-from dfpir_cli.synthesis import NOISE_SIGMAS, gaussian_noise, synthesize  # noqa: E402
-from dfpir_cli.weights import resolve_weights  # noqa: E402
+from dfpir_cli.evaluate.benchmark import EvalOptions, PairLoader, _square, restore_array, synthetic_rng  # noqa: E402
+from dfpir_cli.evaluate.metrics import PAPER, score  # noqa: E402
+from dfpir_cli.weights.prompts import FIVE_TASK  # noqa: E402
+from dfpir_cli.weights.resolve import resolve_weights  # noqa: E402
 
 COLUMNS = ("clean", *RESTORE_ORDER, "two")
 

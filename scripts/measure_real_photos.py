@@ -31,13 +31,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from dfpir_cli.datasets import list_images
+from dfpir_cli.base.imageio import read_image
+from dfpir_cli.data.test_sets import list_images
 from dfpir_cli.detect import Detector
 from dfpir_cli.detect.detector import known_families
-from dfpir_cli.imageio import read_image
-from dfpir_cli.metrics import score
-from dfpir_cli.restore import Restorer, auto_chooser
-from dfpir_cli.weights import resolve_weights
+from dfpir_cli.evaluate.metrics import score
+from dfpir_cli.restore.pipeline import Restorer, auto_chooser
+from dfpir_cli.weights.resolve import resolve_weights
 
 ROOT = Path(__file__).resolve().parents[2] / "shared"
 GROUPS = (("rainy", "rain"), ("hazy", "haze"), ("dark", "lowlight"), ("noisy", "noise"), ("polyu/real", "noise"))
@@ -107,7 +107,7 @@ def polyu(restorer: Restorer, detector: Detector, realphotos: Path, cbm3d: float
 
 
 def _checkpoint_of(restorer: Restorer):
-    from dfpir_cli.checkpoint import Checkpoint
+    from dfpir_cli.weights.checkpoint import Checkpoint
 
     return Checkpoint(restorer.model, restorer.prompts)
 

@@ -21,11 +21,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from dfpir_cli.evaluate import EvalOptions, restore_array
-from dfpir_cli.imageio import read_image
-from dfpir_cli.metrics import PAPER, centre_crop, score
-from dfpir_cli.restore import haze_guide_for
-from dfpir_cli.weights import resolve_weights
+from dfpir_cli.base.imageio import read_image
+from dfpir_cli.evaluate.benchmark import EvalOptions, restore_array
+from dfpir_cli.evaluate.metrics import PAPER, centre_crop, score
+from dfpir_cli.restore.pipeline import haze_guide_for
+from dfpir_cli.weights.resolve import resolve_weights
 
 REALSETS = Path(__file__).resolve().parents[2] / "shared" / "realsets"
 CLEAN_FOLDERS = ("CBSD68", "LOL/high", "SOTS/target")  # clean photos; Rain100L targets are BSD photos like CBSD68

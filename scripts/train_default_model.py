@@ -11,13 +11,13 @@ What it does, step by step:
 1. Exports the *training* photos (:data:`TRAINING_PHOTOS`): clean images shipped inside scikit-image's,
    scikit-learn's and matplotlib's wheels (so no network), none of them among the five photos
    ``dfpir eval --dataset synthetic`` scores by default (astronaut, coffee, chelsea, rocket,
-   motorcycle_left: :data:`dfpir_cli.datasets.SHIPPED_PHOTOS`) nor motorcycle_right (the other view of the
+   motorcycle_left: :data:`dfpir_cli.data.test_sets.SHIPPED_PHOTOS`) nor motorcycle_right (the other view of the
    held-out motorcycle scene). Grey images are saved as RGB. Photos whose shorter side is over 400 px are
    saved scaled down (area) so it is 256 px, the scale the benchmark scores at (at full size most patches
    are flat), and the colour photos also with their channels reordered (a colour augmentation: there are
    few colour photos).
 2. Runs ``dfpir train`` on them with :data:`TRAIN_ARGS` (all five degradation families synthesised on the
-   fly by dfpir_cli.synthesis, random prompt codes because the CLIP weights need the network, seed 0).
+   fly by dfpir_cli.data.synthesis, random prompt codes because the CLIP weights need the network, seed 0).
 3. Copies the final checkpoint into dfpir_cli/assets/default/ in float16.
 
 Tried and not kept (issue 7): a second, blur-weighted fine-tune (``--init-weights``, half the examples
@@ -127,7 +127,7 @@ def ship(run: Path, which: str = "final") -> Path:
     """
     import torch
 
-    from dfpir_cli.checkpoint import load_checkpoint, save_checkpoint
+    from dfpir_cli.weights.checkpoint import load_checkpoint, save_checkpoint
 
     source = run / which
     checkpoint = load_checkpoint(source, torch.device("cpu"))

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfpir_cli.checkpoint import PromptBank, save_checkpoint
 from dfpir_cli.model import DFPIR, DFPIRConfig
-from dfpir_cli.prompts import DEGRADATIONS, FIVE_TASK, random_codes
+from dfpir_cli.weights.checkpoint import PromptBank, save_checkpoint
+from dfpir_cli.weights.prompts import DEGRADATIONS, FIVE_TASK, random_codes
 
 # dfpir's cache and datasets folder: an empty temporary folder, never the user's (tests that need a set put it there).
 _HOME = Path(tempfile.mkdtemp(prefix="dfpir-tests-"))
@@ -40,7 +40,7 @@ def _precision_cache(tmp_path_factory: pytest.TempPathFactory):
     """`--precision auto` caches its bf16 checks: in a folder of this session (CLI subprocesses inherit it)."""
     import os
 
-    from dfpir_cli.precision_check import CACHE_ENV
+    from dfpir_cli.restore.precision_check import CACHE_ENV
 
     before = os.environ.get(CACHE_ENV)
     os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("dfpir-cache"))
@@ -130,7 +130,7 @@ def published_checkpoint_bytes(config: DFPIRConfig, tensors: dict[str, torch.Ten
     CosineAnnealingLR state (a step taken on the network, with the weights saved as they were before it).
     ``extra`` adds keys to the state dict (stray keys, for refusal tests).
     """
-    from dfpir_cli.checkpoint import LEGACY_KEYS
+    from dfpir_cli.weights.checkpoint import LEGACY_KEYS
 
     state = {key.removeprefix("model."): value.clone() for key, value in tensors.items() if key.startswith("model.")}
     network = DFPIR(config)
@@ -155,7 +155,7 @@ def random_clip():
     """A randomly initialised open_clip ViT-B-32 text tower (the OpenAI weights need the network)."""
     import open_clip
 
-    from dfpir_cli.prompts import ClipTextEncoder
+    from dfpir_cli.weights.prompts import ClipTextEncoder
 
     torch.manual_seed(0)
     return ClipTextEncoder(open_clip.create_model("ViT-B-32", pretrained=None))
@@ -164,7 +164,7 @@ def random_clip():
 @pytest.fixture
 def clip_loads(monkeypatch, random_clip) -> list:
     """ClipTextEncoder.load returns the random encoder; the list records the weights each call asked for."""
-    from dfpir_cli.prompts import ClipTextEncoder
+    from dfpir_cli.weights.prompts import ClipTextEncoder
 
     calls: list = []
 

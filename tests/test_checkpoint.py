@@ -17,7 +17,10 @@ from conftest import MICRO, make_checkpoint, make_prompts
 from PIL import Image
 from typer.testing import CliRunner
 
-from dfpir_cli.checkpoint import (
+from dfpir_cli.cli import app
+from dfpir_cli.errors import CheckpointError, InputError, UnknownDegradationError
+from dfpir_cli.model import DFPIR, PRESETS, DFPIRConfig
+from dfpir_cli.weights.checkpoint import (
     PromptBank,
     import_reference,
     infer_config,
@@ -25,9 +28,6 @@ from dfpir_cli.checkpoint import (
     read_reference_state_dict,
     save_checkpoint,
 )
-from dfpir_cli.cli import app
-from dfpir_cli.errors import CheckpointError, InputError, UnknownDegradationError
-from dfpir_cli.model import DFPIR, PRESETS, DFPIRConfig
 
 
 def test_round_trip_keeps_weights_prompts_and_metadata(tmp_path):

@@ -8,10 +8,10 @@ import pytest
 import skimage.data
 from skimage.metrics import peak_signal_noise_ratio
 
-from dfpir_cli import classic
+from dfpir_cli.data.synthesis import synthesize
 from dfpir_cli.errors import InputError, UnknownDegradationError
-from dfpir_cli.prompts import DEGRADATIONS
-from dfpir_cli.synthesis import synthesize
+from dfpir_cli.evaluate import classic
+from dfpir_cli.weights.prompts import DEGRADATIONS
 
 
 @pytest.fixture(scope="module")

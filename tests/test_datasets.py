@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dfpir_cli.datasets import (
+from dfpir_cli.data.test_sets import (
     SHIPPED_PHOTOS,
     find_dataset,
     find_paired,

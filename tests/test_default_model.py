@@ -13,13 +13,13 @@ from safetensors import safe_open
 from skimage.metrics import peak_signal_noise_ratio
 from typer.testing import CliRunner
 
-from dfpir_cli.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from dfpir_cli.cli import app
-from dfpir_cli.datasets import SHIPPED_PHOTOS
+from dfpir_cli.data.synthesis import synthesize
+from dfpir_cli.data.test_sets import SHIPPED_PHOTOS
 from dfpir_cli.model import PRESETS
-from dfpir_cli.prompts import FIVE_TASK
-from dfpir_cli.synthesis import synthesize
-from dfpir_cli.weights import DEFAULT_CHECKPOINT, resolve_weights
+from dfpir_cli.weights.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from dfpir_cli.weights.prompts import FIVE_TASK
+from dfpir_cli.weights.resolve import DEFAULT_CHECKPOINT, resolve_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

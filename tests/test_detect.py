@@ -18,7 +18,7 @@ import torch
 from conftest import MICRO, make_prompts
 from typer.testing import CliRunner
 
-from dfpir_cli.checkpoint import save_checkpoint
+from dfpir_cli.base.imageio import read_image
 from dfpir_cli.cli import app
 from dfpir_cli.detect import (
     CHAIN,
@@ -35,13 +35,13 @@ from dfpir_cli.detect import (
     parse_chain,
     plan_prompts,
 )
-from dfpir_cli.detect.training import DetectorRecipe, LabelledPhotos, SyntheticSamples, make_sample, parse_label
 from dfpir_cli.errors import CheckpointError, InputError
-from dfpir_cli.imageio import read_image
 from dfpir_cli.model import DFPIR
-from dfpir_cli.prompts import FIVE_TASK, THREE_TASK
-from dfpir_cli.restore import Restorer
-from dfpir_cli.weights import resolve_weights
+from dfpir_cli.restore.pipeline import Restorer
+from dfpir_cli.train.detector import DetectorRecipe, LabelledPhotos, SyntheticSamples, make_sample, parse_label
+from dfpir_cli.weights.checkpoint import save_checkpoint
+from dfpir_cli.weights.prompts import FIVE_TASK, THREE_TASK
+from dfpir_cli.weights.resolve import resolve_weights
 
 runner = CliRunner()
 SMALL = DetectorConfig(width=8, hidden=8, crops=2)

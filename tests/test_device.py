@@ -1,4 +1,4 @@
-"""The process-wide allocator setting that lets tiles reuse their activations' memory (dfpir_cli.device)."""
+"""The process-wide allocator setting that lets tiles reuse their activations' memory (dfpir_cli.base.device)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from dfpir_cli.device import KEEP_FREED_ENV
+from dfpir_cli.base.device import KEEP_FREED_ENV
 
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                            reason="the setting tunes glibc's malloc only")
@@ -19,7 +19,7 @@ glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc
 # blocks back to the system, so each pass faults its activations' pages in again unless they are kept.
 PASSES = """
 import resource, torch
-from dfpir_cli.device import keep_freed_memory
+from dfpir_cli.base.device import keep_freed_memory
 from dfpir_cli.model import DFPIR, PRESETS
 kept = keep_freed_memory()
 torch.manual_seed(0)

@@ -14,9 +14,9 @@ from PIL import Image
 from test_train_data import write_image
 from typer.testing import CliRunner
 
-from dfpir_cli.checkpoint import load_checkpoint
 from dfpir_cli.cli import app
-from dfpir_cli.training import Trainer
+from dfpir_cli.train.loop import Trainer
+from dfpir_cli.weights.checkpoint import load_checkpoint
 
 # Guarded: data-loading workers are spawned, and a spawned process imports the main script again.
 LAUNCHER = "from dfpir_cli.cli import app\n\nif __name__ == '__main__':\n    app(prog_name='dfpir')\n"

@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from dfpir_cli.checkpoint import load_checkpoint
 from dfpir_cli.cli import app
-from dfpir_cli.ensemble import VIEW_COUNTS, check_views, self_ensemble, unview, view, views_for
 from dfpir_cli.errors import InputError
-from dfpir_cli.metrics import PAPER, score
+from dfpir_cli.evaluate.metrics import PAPER, score
 from dfpir_cli.model import restore_any_size
-from dfpir_cli.restore import Restorer
+from dfpir_cli.restore.ensemble import VIEW_COUNTS, check_views, self_ensemble, unview, view, views_for
+from dfpir_cli.restore.pipeline import Restorer
+from dfpir_cli.weights.checkpoint import load_checkpoint
 
 runner = CliRunner()
 

@@ -18,10 +18,10 @@ from conftest import MICRO, make_checkpoint
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from typer.testing import CliRunner
 
-from dfpir_cli.checkpoint import load_checkpoint, save_checkpoint
 from dfpir_cli.cli import app
-from dfpir_cli.datasets import find_dataset
-from dfpir_cli.evaluate import EvalOptions, evaluate_set
+from dfpir_cli.data.test_sets import find_dataset
+from dfpir_cli.evaluate.benchmark import EvalOptions, evaluate_set
+from dfpir_cli.weights.checkpoint import load_checkpoint, save_checkpoint
 
 runner = CliRunner()
 
@@ -282,7 +282,7 @@ def test_all_datasets_under_a_root_with_the_classic_method(identity_checkpoint: 
 
 
 def test_whole_image_when_it_fits_tiles_when_not(identity_checkpoint: Path) -> None:
-    from dfpir_cli.evaluate import fits_whole
+    from dfpir_cli.evaluate.benchmark import fits_whole
 
     checkpoint = load_checkpoint(identity_checkpoint)
     assert fits_whole(64, 64, checkpoint, torch.device("cpu"))

@@ -13,9 +13,9 @@ from hub_server import FakeHub, RecordingApi, closed_port_endpoint, point_client
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from dfpir_cli import hub
 from dfpir_cli.cli import app
-from dfpir_cli.prompts import CLIP_HF_REPO, find_clip_weights
+from dfpir_cli.weights import hub
+from dfpir_cli.weights.prompts import CLIP_HF_REPO, find_clip_weights
 
 REPO = "lab/dfpir-micro"
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""dfpir_cli.hub against a local fake Hub driven by the real huggingface_hub client.
+"""dfpir_cli.weights.hub against a local fake Hub driven by the real huggingface_hub client.
 
 Covers a fetch and its cache reuse (offline, and with the network gone), and each failure the issue
 lists: checksum mismatch, interrupted transfer, 404, gated/private, not a dfpir checkpoint, no network,
@@ -19,11 +19,11 @@ from hub_server import FakeHub, RecordingApi, closed_port_endpoint, point_client
 from huggingface_hub import scan_cache_dir
 from safetensors.torch import save_file
 
-from dfpir_cli import hub
-from dfpir_cli.checkpoint import load_checkpoint, save_checkpoint
 from dfpir_cli.errors import CheckpointError, HubError, InputError
 from dfpir_cli.model import DFPIR, PRESETS
-from dfpir_cli.prompts import CLIP_FILENAMES, CLIP_HF_REPO, find_clip_weights
+from dfpir_cli.weights import hub
+from dfpir_cli.weights.checkpoint import load_checkpoint, save_checkpoint
+from dfpir_cli.weights.prompts import CLIP_FILENAMES, CLIP_HF_REPO, find_clip_weights
 
 REPO = "lab/dfpir-micro"
 

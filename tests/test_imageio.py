@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image, ImageCms, ImageOps
 
-from dfpir_cli.checkpoint import write_folder_atomic
+from dfpir_cli.base.imageio import encode_image, read_image, write_atomic, write_image
 from dfpir_cli.errors import InputError
-from dfpir_cli.imageio import encode_image, read_image, write_atomic, write_image
+from dfpir_cli.weights.checkpoint import write_folder_atomic
 
 RNG = np.random.default_rng(0)
 

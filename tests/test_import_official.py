@@ -14,9 +14,9 @@ from conftest import PUBLISHED_FIVE_TASK, published_checkpoint_bytes, reference_
 from hub_server import closed_port_endpoint, point_client_at
 from typer.testing import CliRunner
 
-from dfpir_cli.checkpoint import LEGACY_KEYS, load_checkpoint
 from dfpir_cli.cli import app
-from dfpir_cli.prompts import FIVE_TASK, THREE_TASK, vocabulary
+from dfpir_cli.weights.checkpoint import LEGACY_KEYS, load_checkpoint
+from dfpir_cli.weights.prompts import FIVE_TASK, THREE_TASK, vocabulary
 
 runner = CliRunner()
 

@@ -16,7 +16,7 @@ import torch
 from cli_process import DFPIR, TORCHRUN, kill_group, run, start
 from test_train_data import write_image
 
-from dfpir_cli.checkpoint import load_checkpoint
+from dfpir_cli.weights.checkpoint import load_checkpoint
 
 DEADLINE = 240  # seconds; each command finishes in well under a minute when nothing hangs
 

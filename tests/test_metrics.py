@@ -7,7 +7,7 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from dfpir_cli.errors import InputError
-from dfpir_cli.metrics import MetricOptions, centre_crop, psnr, rgb_to_y, score, ssim
+from dfpir_cli.evaluate.metrics import MetricOptions, centre_crop, psnr, rgb_to_y, score, ssim
 
 
 def _pair(seed: int = 0, shape: tuple[int, int, int] = (40, 52, 3)) -> tuple[np.ndarray, np.ndarray]:

@@ -26,13 +26,13 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from dfpir_cli import official
-from dfpir_cli.checkpoint import LEGACY_KEYS, load_checkpoint
 from dfpir_cli.cli import app
 from dfpir_cli.errors import CheckpointError
-from dfpir_cli.official import OFFICIAL, DriveError, DriveFile, fits, pick_file, read_file_name
-from dfpir_cli.prompts import CLIP_HF_REPO, FIVE_TASK, THREE_TASK, vocabulary
-from dfpir_cli.weights import resolve_weights
+from dfpir_cli.weights import official
+from dfpir_cli.weights.checkpoint import LEGACY_KEYS, load_checkpoint
+from dfpir_cli.weights.official import OFFICIAL, DriveError, DriveFile, fits, pick_file, read_file_name
+from dfpir_cli.weights.prompts import CLIP_HF_REPO, FIVE_TASK, THREE_TASK, vocabulary
+from dfpir_cli.weights.resolve import resolve_weights
 
 runner = CliRunner()
 

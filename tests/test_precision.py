@@ -14,16 +14,17 @@ from conftest import MICRO, make_prompts
 from PIL import Image
 from typer.testing import CliRunner
 
-from dfpir_cli import precision, precision_check
-from dfpir_cli.checkpoint import Checkpoint
+from dfpir_cli.base import precision
+from dfpir_cli.base.precision import FiniteGuard, Reruns, check_precision, native_bf16, resolve_precision, safer_precision
 from dfpir_cli.cli import app
-from dfpir_cli.datasets import TestSet
+from dfpir_cli.data.test_sets import TestSet
 from dfpir_cli.errors import InputError
-from dfpir_cli.evaluate import SetResult, merge_shares
+from dfpir_cli.evaluate.benchmark import SetResult, merge_shares
 from dfpir_cli.model import DFPIR
-from dfpir_cli.precision import FiniteGuard, Reruns, check_precision, native_bf16, resolve_precision, safer_precision
-from dfpir_cli.restore import RestoreSummary, merge_summaries
-from dfpir_cli.tiling import count_tiles
+from dfpir_cli.restore import precision_check
+from dfpir_cli.restore.pipeline import RestoreSummary, merge_summaries
+from dfpir_cli.restore.tiling import count_tiles
+from dfpir_cli.weights.checkpoint import Checkpoint
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dfpir_cli.errors import ClipUnavailableError, UnknownDegradationError
-from dfpir_cli.prompts import (
+from dfpir_cli.weights.prompts import (
     DEGRADATIONS,
     FIVE_TASK,
     THREE_TASK,

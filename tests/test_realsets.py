@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from dfpir_cli.datasets import find_dataset
+from dfpir_cli.data.test_sets import find_dataset
 from dfpir_cli.detect import Detector
-from dfpir_cli.evaluate import EvalOptions, PairLoader, evaluate_set
-from dfpir_cli.metrics import PAPER
-from dfpir_cli.weights import resolve_weights
+from dfpir_cli.evaluate.benchmark import EvalOptions, PairLoader, evaluate_set
+from dfpir_cli.evaluate.metrics import PAPER
+from dfpir_cli.weights.resolve import resolve_weights
 
 # (dataset, sigma, first N pairs) -> (floor of the model's mean PSNR, the degraded input's mean PSNR)
 FLOORS: dict[tuple[str, int | None, int], tuple[float, float]] = {

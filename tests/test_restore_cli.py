@@ -16,12 +16,12 @@ from conftest import MICRO, make_prompts
 from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
-from dfpir_cli.checkpoint import PromptBank, save_checkpoint
+from dfpir_cli.base.precision import cpu_has_native_bf16
 from dfpir_cli.cli import app
 from dfpir_cli.errors import CheckpointError
 from dfpir_cli.model import DFPIR
-from dfpir_cli.precision import cpu_has_native_bf16
-from dfpir_cli.weights import resolve_weights
+from dfpir_cli.weights.checkpoint import PromptBank, save_checkpoint
+from dfpir_cli.weights.resolve import resolve_weights
 
 runner = CliRunner()
 RNG = np.random.default_rng(0)
@@ -312,7 +312,7 @@ def test_weights_specs(tmp_path, micro_checkpoint, monkeypatch):
         resolve_weights(str(reference))
     with pytest.raises(CheckpointError, match="no such file"):
         resolve_weights(str(tmp_path / "missing"))
-    import dfpir_cli.weights as weights
+    import dfpir_cli.weights.resolve as weights
 
     monkeypatch.setattr(weights, "DEFAULT_CHECKPOINT", tmp_path / "no-default")
     with pytest.raises(CheckpointError, match="--weights"):
@@ -325,7 +325,7 @@ def test_weights_specs(tmp_path, micro_checkpoint, monkeypatch):
         calls.append((repo_id, revision))
         return resolve_weights(str(micro_checkpoint))
 
-    import dfpir_cli.hub as hub
+    import dfpir_cli.weights.hub as hub
 
     monkeypatch.setattr(hub, "load_from_hub", fake_hub)
     assert resolve_weights("someone/dfpir-5d@v1").config == MICRO and calls == [("someone/dfpir-5d@v1", None)]

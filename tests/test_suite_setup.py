@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, find_realsets
 
-from dfpir_cli.datasets import find_dataset
+from dfpir_cli.data.test_sets import find_dataset
 
 
 def test_reference_fixtures_ship_inside_the_repository():

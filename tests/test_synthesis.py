@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from dfpir_cli.errors import InputError, UnknownDegradationError
-from dfpir_cli.prompts import DEGRADATIONS
-from dfpir_cli.synthesis import (
+from dfpir_cli.data.synthesis import (
     SYNTHESIS_MODELS,
     add_gaussian_noise_uint8,
     camera_noise,
@@ -17,6 +15,8 @@ from dfpir_cli.synthesis import (
     photographed_rain,
     synthesize,
 )
+from dfpir_cli.errors import InputError, UnknownDegradationError
+from dfpir_cli.weights.prompts import DEGRADATIONS
 
 
 def _clean(height: int = 64, width: int = 80) -> np.ndarray:

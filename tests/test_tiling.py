@@ -8,11 +8,10 @@ import torch
 from conftest import MICRO
 from torch import nn
 
-from dfpir_cli.checkpoint import load_checkpoint
 from dfpir_cli.errors import InputError
 from dfpir_cli.model import DFPIR, DFPIRConfig, restore_any_size
-from dfpir_cli.restore import Restorer
-from dfpir_cli.tiling import (
+from dfpir_cli.restore.pipeline import Restorer
+from dfpir_cli.restore.tiling import (
     _axis_plan,
     auto_tile_size,
     computed_pixels,
@@ -22,7 +21,8 @@ from dfpir_cli.tiling import (
     scale_guided,
     tile_shape,
 )
-from dfpir_cli.weights import resolve_weights
+from dfpir_cli.weights.checkpoint import load_checkpoint
+from dfpir_cli.weights.resolve import resolve_weights
 
 TILE, OVERLAP = 256, 32
 MICRO_MULTIPLE = DFPIR.multiple_of

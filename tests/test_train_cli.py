@@ -8,8 +8,8 @@ import pytest
 from test_train_data import write_image
 from typer.testing import CliRunner
 
-from dfpir_cli.checkpoint import load_checkpoint
 from dfpir_cli.cli import app
+from dfpir_cli.weights.checkpoint import load_checkpoint
 
 runner = CliRunner()
 MICRO_ARGS = ["--preset", "tiny", "--text-dim", "16", "--prompt-encoder", "random", "--workers", "0",

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfpir_cli.errors import DatasetError
-from dfpir_cli.train_data import (
+from dfpir_cli.data.train_sets import (
     LAYOUTS,
     GlobalBatchSampler,
     PatchDataset,
@@ -19,6 +18,7 @@ from dfpir_cli.train_data import (
     read_image,
     validation_images,
 )
+from dfpir_cli.errors import DatasetError
 
 
 def write_image(path: Path, height: int = 40, width: int = 48, seed: int = 0) -> Path:

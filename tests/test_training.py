@@ -10,10 +10,9 @@ import torch
 from conftest import MICRO, make_prompts
 from test_train_data import write_image
 
-from dfpir_cli.checkpoint import load_checkpoint
+from dfpir_cli.data.train_sets import GlobalBatchSampler, PatchDataset, build_training_data
 from dfpir_cli.errors import InputError, TrainingError
-from dfpir_cli.train_data import GlobalBatchSampler, PatchDataset, build_training_data
-from dfpir_cli.training import (
+from dfpir_cli.train.loop import (
     Phase,
     PhasePlan,
     Recipe,
@@ -25,6 +24,7 @@ from dfpir_cli.training import (
     read_state,
     train,
 )
+from dfpir_cli.weights.checkpoint import load_checkpoint
 
 NAMES = ("noise25", "rain")
 
@@ -251,7 +251,7 @@ def test_rng_state_round_trip_restores_python_numpy_and_torch_draws() -> None:
     """A resumed run continues every random stream where the saved one stopped (numpy's legacy tuple state too)."""
     import random
 
-    from dfpir_cli.training import _rng_state, _set_rng_state
+    from dfpir_cli.train.loop import _rng_state, _set_rng_state
 
     random.seed(5)
     np.random.seed(5)

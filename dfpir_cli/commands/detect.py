@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..base.imageio import read_image
 from ..detect import AutoPolicy, Detection, Detector, known_families
 from ..errors import InputError
-from ..imageio import read_image
-from ..restore import collect_inputs
-from ..weights import resolve_weights
+from ..restore.pipeline import collect_inputs
+from ..weights.resolve import resolve_weights
 from .common import JsonOpt, WeightsOpt, console, handle_errors
 
 DetectorOpt = Annotated[Path | None, typer.Option(

@@ -16,10 +16,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..checkpoint import Checkpoint, PromptBank
-from ..classic import classic_method
-from ..data_folder import data_dir, dataset_folder, suite_root
-from ..datasets import (
+from ..base.imageio import write_atomic
+from ..base.precision import check_precision, precision_name
+from ..data.folder import data_dir, dataset_folder, suite_root
+from ..data.test_sets import (
     DATASET_NAMES,
     DEFAULT_SIGMAS,
     SHIPPED_PHOTOS,
@@ -33,17 +33,17 @@ from ..datasets import (
     synthetic_sets,
 )
 from ..detect import Detector
-from ..ensemble import check_views
 from ..errors import InputError
-from ..evaluate import CSV_COLUMNS, EvalOptions, SetResult, csv_rows, evaluate_set, merge_shares, paper_table, summary
-from ..imageio import write_atomic
-from ..metrics import MetricOptions
+from ..evaluate.benchmark import CSV_COLUMNS, EvalOptions, SetResult, csv_rows, evaluate_set, merge_shares, paper_table, summary
+from ..evaluate.classic import classic_method
+from ..evaluate.metrics import MetricOptions
 from ..model import DFPIR, PRESETS
-from ..precision import check_precision, precision_name
-from ..precision_check import inference_precision
-from ..prompts import DEGRADATIONS, FIVE_TASK, random_codes, resolve_degradation
-from ..training import init_distributed, shutdown_distributed
-from ..weights import resolve_weights
+from ..restore.ensemble import check_views
+from ..restore.precision_check import inference_precision
+from ..train.loop import init_distributed, shutdown_distributed
+from ..weights.checkpoint import Checkpoint, PromptBank
+from ..weights.prompts import DEGRADATIONS, FIVE_TASK, random_codes, resolve_degradation
+from ..weights.resolve import resolve_weights
 from .common import (
     DeviceOpt,
     EvalHazeGuideOpt,

@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .. import hub, official
-from ..checkpoint import save_checkpoint
 from ..errors import HubError, InputError
-from ..prompts import CLIP_HF_REPO, find_clip_weights
+from ..weights import hub, official
+from ..weights.checkpoint import save_checkpoint
+from ..weights.prompts import CLIP_HF_REPO, find_clip_weights
 from .common import JsonOpt, QuietOpt, console, err_console, handle_errors
 
 

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_SHA256, load_checkpoint
-from ..environment import environment
+from ..base.environment import environment
 from ..model import DFPIR, PRESETS
-from ..official import is_official_spec, load_official, official_dir
-from ..prompts import DEGRADATIONS
+from ..weights.checkpoint import CONFIG_NAME, WEIGHTS_SHA256, load_checkpoint
+from ..weights.official import is_official_spec, load_official, official_dir
+from ..weights.prompts import DEGRADATIONS
 from .common import JsonOpt, console, handle_errors
 
 

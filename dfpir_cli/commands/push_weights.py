@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .. import hub
-from ..checkpoint import load_checkpoint
 from ..errors import InputError
+from ..weights import hub
+from ..weights.checkpoint import load_checkpoint
 from .common import console, handle_errors
 
 

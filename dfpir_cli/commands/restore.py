@@ -12,11 +12,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..base.precision import check_precision
 from ..detect import Detector, parse_chain
-from ..ensemble import check_views
 from ..errors import InputError
-from ..precision import check_precision
-from ..restore import (
+from ..restore.ensemble import check_views
+from ..restore.pipeline import (
     DEFAULT_OVERLAP,
     Choice,
     Chooser,
@@ -36,8 +36,8 @@ from ..restore import (
     restore_files,
     shard_files,
 )
-from ..training import Distributed, init_distributed, shutdown_distributed
-from ..weights import resolve_weights
+from ..train.loop import Distributed, init_distributed, shutdown_distributed
+from ..weights.resolve import resolve_weights
 from .common import (
     DeviceOpt,
     HazeGuideOpt,

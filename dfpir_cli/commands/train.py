@@ -23,13 +23,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..checkpoint import Checkpoint, PromptBank
-from ..data_folder import require_training_folders
+from ..data.folder import require_training_folders
+from ..data.train_sets import TrainingData, build_training_data
 from ..errors import ClipUnavailableError, InputError
 from ..model import PRESETS, DFPIRConfig
-from ..prompts import DEGRADATIONS, TASK_SETS, ClipTextEncoder, random_codes, resolve_degradation
-from ..train_data import TrainingData, build_training_data
-from ..training import (
+from ..train.loop import (
     PAPER_EPOCHS,
     PAPER_PHASES,
     Distributed,
@@ -42,10 +40,12 @@ from ..training import (
     init_distributed,
     shutdown_distributed,
 )
-from ..training import (
+from ..train.loop import (
     train as run_training,
 )
-from ..weights import resolve_weights
+from ..weights.checkpoint import Checkpoint, PromptBank
+from ..weights.prompts import DEGRADATIONS, TASK_SETS, ClipTextEncoder, random_codes, resolve_degradation
+from ..weights.resolve import resolve_weights
 from .common import DeviceOpt, QuietOpt, console, err_console, handle_errors, is_interactive
 
 

@@ -11,8 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..detect import FAMILIES
-from ..detect.training import FAINT, DetectorRecipe, LabelledPhotos, load_photos, parse_label, train_detector
 from ..errors import InputError
+from ..train.detector import FAINT, DetectorRecipe, LabelledPhotos, load_photos, parse_label, train_detector
 from .common import JsonOpt, QuietOpt, console, err_console, handle_errors, is_interactive
 
 

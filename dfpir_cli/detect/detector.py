@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import (
+from ..data.synthesis import NOISE_SIGMAS
+from ..errors import CheckpointError, InputError
+from ..weights.checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     WEIGHTS_SHA256,
@@ -26,9 +28,7 @@ from ..checkpoint import (
     read_weights,
     write_folder_atomic,
 )
-from ..errors import CheckpointError, InputError
-from ..prompts import DEGRADATIONS, resolve_degradation
-from ..synthesis import NOISE_SIGMAS
+from ..weights.prompts import DEGRADATIONS, resolve_degradation
 from .network import FAMILIES, DetectorConfig, DetectorNet
 from .views import grid_crops, thumbnail
 

@@ -28,9 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 
-from .errors import CheckpointError, InputError, UnknownDegradationError
-from .imageio import share_like_new
-from .model import DFPIR, DFPIRConfig
+from ..base.imageio import share_like_new
+from ..errors import CheckpointError, InputError, UnknownDegradationError
+from ..model import DFPIR, DFPIRConfig
 from .prompts import DEGRADATIONS, resolve_degradation
 
 FORMAT = "dfpir"

@@ -38,6 +38,8 @@ from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import get_session
 from huggingface_hub.utils import tqdm as hf_tqdm
 
+from ..errors import CheckpointError, HubError, InputError
+from ..model import PRESETS
 from .checkpoint import (
     CONFIG_NAME,
     FORMAT,
@@ -50,8 +52,6 @@ from .checkpoint import (
     read_reference_state_dict,
     sha256_of,
 )
-from .errors import CheckpointError, HubError, InputError
-from .model import PRESETS
 from .prompts import CLIP_FILENAMES, CLIP_HF_REPO, DEGRADATIONS, PromptStyle, find_clip_weights, vocabulary
 
 LIBRARY_NAME = "dfpir"  # the Hub's library tag: `library_name` in the card, and what --list searches for

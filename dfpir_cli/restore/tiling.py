@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
-from .model import DFPIR, DFPIRConfig, restore_any_size
+from ..errors import InputError
+from ..model import DFPIR, DFPIRConfig, restore_any_size
 
 ProgressCallback = Callable[[int, int], None]
 Restore = Callable[[torch.Tensor, ProgressCallback | None], torch.Tensor]  # (image, progress) -> restored image
@@ -118,7 +118,7 @@ def restore_tiled(model: DFPIR, image: torch.Tensor, codes: torch.Tensor, tile: 
     once. Tiles move to the model's device and back, so a huge image may stay in host memory while the
     model runs on a GPU; the float32 result lives on the image's device. ``progress(done, total)`` is
     called after each batch of tiles. ``forward(tiles, codes)`` runs each batch (default: ``model``; restore and
-    eval pass a :class:`~dfpir_cli.precision.FiniteGuard`). Pure: no I/O, no device choice, no printing; autocast
+    eval pass a :class:`~dfpir_cli.base.precision.FiniteGuard`). Pure: no I/O, no device choice, no printing; autocast
     is the caller's.
     """
     if image.ndim != 4:

@@ -1,6 +1,6 @@
 """The datasets folder: where ``dfpir eval`` and ``dfpir train`` look when no data option is given.
 
-The folder is ``$DFPIR_DATA``, else ``~/.cache/dfpir/data`` (:mod:`dfpir_cli.locations`). Its layout::
+The folder is ``$DFPIR_DATA``, else ``~/.cache/dfpir/data`` (:mod:`dfpir_cli.base.locations`). Its layout::
 
     SOTS/  Rain100L/  CBSD68/  Urban100/  GoPro/  LOL/            test sets (dfpir eval)
     train/denoise/  train/derain/  train/dehaze/  train/deblur/  train/lowlight/     training sets (dfpir train)
@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .datasets import DATASET_NAMES, SUITE_FOLDERS, SUITES, _child
-from .errors import DatasetError
-from .locations import data_dir, data_dir_origin
-from .prompts import DEGRADATIONS
-from .train_data import LAYOUTS, NOISE_FOLDERS
+from ..base.locations import data_dir, data_dir_origin
+from ..errors import DatasetError
+from ..weights.prompts import DEGRADATIONS
+from .test_sets import DATASET_NAMES, SUITE_FOLDERS, SUITES, _child
+from .train_sets import LAYOUTS, NOISE_FOLDERS
 
 TRAIN_FOLDER = "train"
 

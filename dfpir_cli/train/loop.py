@@ -43,14 +43,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .checkpoint import PromptBank, load_checkpoint, load_weights_strict, save_checkpoint
-from .device import pick_device
-from .errors import InputError, TrainingError
-from .imageio import share_like_new
-from .model import DFPIR, DFPIRConfig
-from .precision import autocast, check_precision, precision_name, resolve_precision
-from .synthesis import SYNTHESIS_MODELS
-from .train_data import GlobalBatchSampler, PatchDataset, TrainingData, steps_for_epochs, validation_images
+from ..base.device import pick_device
+from ..base.imageio import share_like_new
+from ..base.precision import autocast, check_precision, precision_name, resolve_precision
+from ..data.synthesis import SYNTHESIS_MODELS
+from ..data.train_sets import GlobalBatchSampler, PatchDataset, TrainingData, steps_for_epochs, validation_images
+from ..errors import InputError, TrainingError
+from ..model import DFPIR, DFPIRConfig
+from ..weights.checkpoint import PromptBank, load_checkpoint, load_weights_strict, save_checkpoint
 
 STATE_NAME = "resume.pt"
 STATE_FORMAT = "dfpir-train-state"

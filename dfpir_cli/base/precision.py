@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHOICES = ("auto", *PRECISIONS)

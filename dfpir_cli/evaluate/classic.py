@@ -42,8 +42,8 @@ import cv2
 import numpy as np
 from skimage.restoration import denoise_nl_means, richardson_lucy
 
-from .errors import InputError
-from .prompts import DEGRADATIONS, resolve_degradation
+from ..errors import InputError
+from ..weights.prompts import DEGRADATIONS, resolve_degradation
 
 
 def _check(image: np.ndarray) -> np.ndarray:
@@ -156,7 +156,7 @@ def clahe(image: np.ndarray, clip_limit: float = 0.01) -> np.ndarray:
     return np.clip(equalize_adapthist(image, clip_limit=clip_limit), 0.0, 1.0).astype(np.float32)
 
 
-# Family -> (the method's name for tables, the restorer). Every family of dfpir_cli.prompts has one.
+# Family -> (the method's name for tables, the restorer). Every family of dfpir_cli.weights.prompts has one.
 CLASSIC_METHODS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     "noise": ("non-local means", non_local_means),
     "rain": ("median 5x5", median),

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError
+from ..errors import InputError
 
 # Suffix -> the format written for it. Reading accepts these formats whatever the suffix says.
 FORMATS: dict[str, str] = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint
-from .datasets import shipped_photos
-from .evaluate import _float, _square, synthetic_rng
-from .imageio import read_image
-from .precision import autocast, check_precision, native_bf16, resolve_precision
-from .prompts import DEGRADATIONS
-from .synthesis import synthesize
+from ..base.imageio import read_image
+from ..base.precision import autocast, check_precision, native_bf16, resolve_precision
+from ..data.synthesis import synthesize
+from ..data.test_sets import shipped_photos
+from ..evaluate.benchmark import _float, _square, synthetic_rng
+from ..weights.checkpoint import Checkpoint
+from ..weights.prompts import DEGRADATIONS
 from .tiling import restore_tiled
 
 AGREEMENT_DB = 45.0  # lowest PSNR between bf16 and fp32 restorations for auto to pick bf16
@@ -140,7 +140,7 @@ def bf16_agreement(checkpoint: Checkpoint, device: torch.device,
 
 def inference_precision(checkpoint: Checkpoint, device: torch.device, precision: str,
                         measuring: Callable[[], None] | None = None) -> Choice:
-    """The dtype to restore at: forced ones as :func:`~dfpir_cli.precision.resolve_precision` says; ``auto``
+    """The dtype to restore at: forced ones as :func:`~dfpir_cli.base.precision.resolve_precision` says; ``auto``
     bf16 where the device has native bf16 and this checkpoint's bf16 output agrees with fp32 (see above)."""
     if check_precision(precision) != "auto":
         return Choice(*resolve_precision(precision, device))

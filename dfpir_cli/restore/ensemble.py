@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InputError
-from .prompts import family_of
+from ..errors import InputError
+from ..weights.prompts import family_of
 from .tiling import ProgressCallback, Restore
 
 VIEW_COUNTS = (1, 2, 4, 8)  # 1: the photo alone; 2: and its mirror; 4: and both upside down; 8: all eight

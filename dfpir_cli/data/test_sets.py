@@ -11,7 +11,7 @@ layout raises a :class:`DatasetError` that says what was expected and what was f
   input's own name (``rainy/``/``norain/`` also accepted).
 - ``CBSD68``, ``Urban100`` (denoise): a folder of clean images (directly, or in ``original_png/``,
   ``original/``, ``clean/``, ``gt/``, ``HR/``, ``target/``); the noisy inputs are made at evaluation time
-  by the paper's protocol (:func:`dfpir_cli.synthesis.add_gaussian_noise_uint8`).
+  by the paper's protocol (:func:`dfpir_cli.data.synthesis.add_gaussian_noise_uint8`).
 - ``GoPro`` (deblur): ``blur/`` with ``sharp/``, either at the root (or ``test/``) or once per scene folder
   (``test/GOPR0384_11_00/blur/000001.png``), files paired by their path under ``blur/``.
 - ``LOL`` (v1, low light): ``low/`` with ``high/``, at the root or in ``eval15/`` or ``test/``.
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -385,7 +385,7 @@ def shipped_photos() -> list[Path]:
 
 def synthetic_sets(degradations: Sequence[str], images: Path | None = None, seed: int = 0,
                    size: int = SYNTHETIC_SIZE) -> list[TestSet]:
-    """The built-in benchmark: clean photos (shipped, or ``images``) degraded by :mod:`dfpir_cli.synthesis`.
+    """The built-in benchmark: clean photos (shipped, or ``images``) degraded by :mod:`dfpir_cli.data.synthesis`.
 
     One :class:`TestSet` per degradation; evaluation degrades each photo with a generator seeded by
     ``(seed, degradation, photo index)``, after scaling it (area) so its shorter side is ``size`` and

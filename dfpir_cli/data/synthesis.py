@@ -74,8 +74,8 @@ import math
 import cv2
 import numpy as np
 
-from .errors import InputError, UnknownDegradationError
-from .prompts import DEGRADATIONS, resolve_degradation
+from ..errors import InputError, UnknownDegradationError
+from ..weights.prompts import DEGRADATIONS, resolve_degradation
 
 NOISE_SIGMAS: dict[str, int] = {"noise15": 15, "noise25": 25, "noise50": 50}
 SYNTHESIS_MODELS = ("classic", "realistic", "mixed")  # the benchmark's; matched to real sets; either, a coin per image

@@ -20,14 +20,14 @@ from typing import Literal
 
 import torch
 
-from .checkpoint import Checkpoint
-from .detect import AutoPolicy, Detection, Detector, known_families, plan_prompts
+from ..base.imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_atomic, write_image
+from ..base.precision import FiniteGuard, Reruns, autocast, precision_name
+from ..detect import AutoPolicy, Detection, Detector, known_families, plan_prompts
+from ..errors import DfpirError, InputError
+from ..weights.checkpoint import Checkpoint
+from ..weights.prompts import ClipTextEncoder, family_of
 from .ensemble import check_views, self_ensemble, views_for
-from .errors import DfpirError, InputError
-from .imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_atomic, write_image
-from .precision import FiniteGuard, Reruns, autocast, precision_name
 from .precision_check import inference_precision
-from .prompts import ClipTextEncoder, family_of
 from .tiling import GUIDED_FAMILIES, _free_device_memory, auto_tile_size, count_tiles, tiled_restore
 
 Status = Literal["processed", "clean", "skipped", "failed"]  # clean: detected clean, copied unchanged
@@ -258,12 +258,12 @@ class Restorer:
                  measuring: Callable[[], None] | None = None, views: int = 1, name: str | None = None,
                  haze_guide: int | None = None) -> None:
         """``precision`` auto checks (once per checkpoint, cached) that bf16 restores like fp32 before using it
-        (:mod:`dfpir_cli.precision_check`); ``measuring`` is called before that check runs. ``views`` > 1
-        restores each image in that many mirrored and rotated views and averages them (:mod:`dfpir_cli.ensemble`;
+        (:mod:`dfpir_cli.restore.precision_check`); ``measuring`` is called before that check runs. ``views`` > 1
+        restores each image in that many mirrored and rotated views and averages them (:mod:`dfpir_cli.restore.ensemble`;
         rain passes in at most four); ``name`` is the prompt name of ``code``, when it has one; haze passes
         take their tone from a thumbnail ``haze_guide`` pixels on its longer side (0: off; None: the
         checkpoint's own, :func:`haze_guide_for`). A pass whose output is not finite runs again in a safer
-        precision (:class:`~dfpir_cli.precision.FiniteGuard`); ``guard.reruns`` counts them."""
+        precision (:class:`~dfpir_cli.base.precision.FiniteGuard`); ``guard.reruns`` counts them."""
         if tile is not None and tile < 0:
             raise InputError(f"--tile {tile}: use a positive size, or 0 to run each image whole")
         if overlap < 0:

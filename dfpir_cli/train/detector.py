@@ -1,4 +1,4 @@
-"""Training the detector on clean photos degraded on the fly by dfpir_cli.synthesis, seeded sample by sample.
+"""Training the detector on clean photos degraded on the fly by dfpir_cli.data.synthesis, seeded sample by sample.
 
 Each sample is a random region of a random training photo (randomly scaled down, flipped), left clean or
 degraded with one family, or two (a family then noise: a hazy, rainy, blurred or dark photo that is also
@@ -25,14 +25,14 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..datasets import list_images
+from ..base.imageio import read_image
+from ..data.synthesis import camera_noise, gaussian_noise, photographed_rain, synthesize
+from ..data.test_sets import list_images
+from ..detect.detector import RESTORE_ORDER, Detector, decide
+from ..detect.network import DetectorConfig, DetectorNet
+from ..detect.views import random_crops, thumbnail
 from ..errors import InputError
-from ..imageio import read_image
-from ..synthesis import camera_noise, gaussian_noise, photographed_rain, synthesize
-from ..training import loader_processes
-from .detector import RESTORE_ORDER, Detector, decide
-from .network import DetectorConfig, DetectorNet
-from .views import random_crops, thumbnail
+from .loop import loader_processes
 
 NOISE_RANGE = (12.0, 55.0)  # sigma of the noise family (the prompts cover 15-50)
 CAMERA_SIGMA_CAP = 10.0  # at most this noise level for a camera-noise sample: the lightest noise prompt's

@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def pick_device(spec: str = "auto") -> torch.device:

@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 
 import torch
 
+from ..base.locations import dfpir_cache_dir
+from ..errors import CheckpointError, ClipUnavailableError, DfpirError, HubError, InputError
 from .checkpoint import Checkpoint, is_checkpoint_dir, load_checkpoint, save_checkpoint
-from .errors import CheckpointError, ClipUnavailableError, DfpirError, HubError, InputError
-from .locations import dfpir_cache_dir
 from .prompts import PromptStyle, find_clip_weights
 
 DRIVE_FOLDER_ID = "15bOk4xrsK1b3nIu3-OzUj4O_ZssdFN5Y"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from .errors import InputError
+from ..errors import InputError
 
 CROP_MULTIPLE = 16  # the paper centre-crops test images to a multiple of 16
 

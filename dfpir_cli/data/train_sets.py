@@ -2,7 +2,7 @@
 
 DESIGN.md section 4. A *source* is one folder and the degradations it serves: a folder of clean images
 serves noise15/noise25/noise50 (noise added on the fly, like the reference code) or, with ``--clean-dir``,
-every degradation (:func:`dfpir_cli.synthesis.synthesize`, the seeded synthesis eval's built-in benchmark
+every degradation (:func:`dfpir_cli.data.synthesis.synthesize`, the seeded synthesis eval's built-in benchmark
 uses); a paired folder serves one degradation:
 
 - rain: Rain100L style ``rainy/rain-N.png`` with ``gt/norain-N.png`` (also ``input/`` with ``target/``);
@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import datasets
-from .datasets import IMAGE_EXTENSIONS
-from .errors import DatasetError
-from .prompts import DEGRADATIONS
+from ..errors import DatasetError
+from ..weights.prompts import DEGRADATIONS
+from . import test_sets
 from .synthesis import synthesize
+from .test_sets import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class TrainingData:
 
 def list_images(folder: Path) -> list[Path]:
     """Image files under ``folder`` and its sub-folders (sorted, hidden files skipped)."""
-    return datasets.list_images(folder, recursive=True)
+    return test_sets.list_images(folder, recursive=True)
 
 
 def _numeric_key(path: Path) -> list:
@@ -320,7 +320,7 @@ def build_training_data(degradations: Sequence[str], *, data_root: Path | None =
 def read_image(path: Path) -> np.ndarray | None:
     """An image file as float32 RGB in [0, 1] (8/16-bit, grey or alpha handled); None if unreadable.
 
-    Leaner than :func:`dfpir_cli.imageio.read_image` (no EXIF/ICC handling, about 5x faster on a 720p PNG),
+    Leaner than :func:`dfpir_cli.base.imageio.read_image` (no EXIF/ICC handling, about 5x faster on a 720p PNG),
     which matters in a data loader that decodes every sample.
     """
     try:

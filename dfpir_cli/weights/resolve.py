@@ -2,7 +2,7 @@
 
 One place decides what ``--weights`` may be, so ``restore``, ``eval`` and ``train`` read it alike: a
 checkpoint folder, its ``model.safetensors`` or ``config.json``, a Hugging Face repo id (``owner/name`` or
-``owner/name@revision``, loaded through :mod:`dfpir_cli.hub`), one of the authors' checkpoints converted
+``owner/name@revision``, loaded through :mod:`dfpir_cli.weights.hub`), one of the authors' checkpoints converted
 by ``dfpir fetch-weights official:NAME`` (``official:five-task``, loaded from dfpir's cache only), or nothing for
 the default model. A reference ``.pth`` file cannot run as is: it lacks the prompt codes (DESIGN.md section 3), so the user
 is told how to import it once.
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointError
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, is_checkpoint_dir, load_checkpoint
-from .errors import CheckpointError
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default"
 REFERENCE_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt")
 
 

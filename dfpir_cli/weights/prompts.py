@@ -15,7 +15,7 @@ from typing import Literal, cast
 
 import torch
 
-from .errors import ClipUnavailableError, UnknownDegradationError
+from ..errors import ClipUnavailableError, UnknownDegradationError
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,12 @@
 The protocol of the paper by default: both images centre-cropped to a multiple of 16, noisy inputs made
 from the clean image by ``clip(clean + N(0,1) * sigma, 0, 255)`` cast to uint8 (numpy's legacy generator
 seeded with 0, one stream per test set, images in sorted name order), the restored image clipped to
-[0, 1] and scored on full RGB with scikit-image. :class:`~dfpir_cli.metrics.MetricOptions` switches each
-convention explicitly. Each test image is restored with :func:`dfpir_cli.tiling.restore_tiled`, the code
+[0, 1] and scored on full RGB with scikit-image. :class:`~dfpir_cli.evaluate.metrics.MetricOptions` switches each
+convention explicitly. Each test image is restored with :func:`dfpir_cli.restore.tiling.restore_tiled`, the code
 ``restore`` uses: whole when it fits the device's memory (as the paper ran), in overlapping tiles when not.
 
 The degraded input is scored as well, so a report shows what the model adds, and on request a classic,
-non-learned method of the same degradation (:mod:`dfpir_cli.classic`), so it shows what learning adds. With a
+non-learned method of the same degradation (:mod:`dfpir_cli.evaluate.classic`), so it shows what learning adds. With a
 degradation detector (``--degradation auto``) each input is also restored with the prompts the detector picks
 (:mod:`dfpir_cli.detect`) and scored beside the oracle prompt, so the cost of detection errors shows in PSNR;
 where the detector picks the oracle prompt the restoration is the same computation, so the oracle's result is
@@ -30,18 +30,18 @@ import cv2
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint
+from ..base.imageio import LoadedImage, read_image, write_image
+from ..base.precision import PRECISIONS, FiniteGuard, Reruns, autocast
+from ..data.synthesis import add_gaussian_noise_uint8, synthesize
+from ..data.test_sets import TestSet
+from ..detect import AutoPolicy, Detector, known_families, plan_prompts
+from ..errors import DfpirError, InputError
+from ..restore.ensemble import self_ensemble, views_for
+from ..restore.tiling import GUIDED_FAMILIES, _free_device_memory, auto_tile_size, bytes_per_tile_pixel, tiled_restore
+from ..weights.checkpoint import Checkpoint
+from ..weights.prompts import family_of
 from .classic import classic_method, classic_restore
-from .datasets import TestSet
-from .detect import AutoPolicy, Detector, known_families, plan_prompts
-from .ensemble import self_ensemble, views_for
-from .errors import DfpirError, InputError
-from .imageio import LoadedImage, read_image, write_image
 from .metrics import PAPER, MetricOptions, centre_crop, score
-from .precision import PRECISIONS, FiniteGuard, Reruns, autocast
-from .prompts import family_of
-from .synthesis import add_gaussian_noise_uint8, synthesize
-from .tiling import GUIDED_FAMILIES, _free_device_memory, auto_tile_size, bytes_per_tile_pixel, tiled_restore
 
 # The paper's numbers (PSNR dB, SSIM), DESIGN.md section 5: Table 1 (3 tasks) and Table 2 (5 tasks).
 PAPER_NUMBERS: dict[int, dict[str, tuple[float, float]]] = {
@@ -62,9 +62,9 @@ class EvalOptions:
     batch_size: int = 1  # tiles per forward pass
     save_dir: Path | None = None  # keep restored images here (one sub-folder per test set)
     precision: str = "fp32"  # autocast dtype name (fp32, bf16, fp16); `dfpir eval` resolves auto to one
-    classic: bool = False  # also score the classic, non-learned method of each degradation (dfpir_cli.classic)
+    classic: bool = False  # also score the classic, non-learned method of each degradation (dfpir_cli.evaluate.classic)
     detector: Detector | None = None  # also restore with the prompts it detects (--degradation auto)
-    views: int = 1  # self-ensemble: restore in this many mirrored/rotated views and average (dfpir_cli.ensemble)
+    views: int = 1  # self-ensemble: restore in this many mirrored/rotated views and average (dfpir_cli.restore.ensemble)
     haze_guide: int = 0  # haze: tone from a thumbnail this many pixels on its longer side (restore.HAZE_GUIDE_SIDE)
 
 
@@ -239,7 +239,7 @@ def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, o
     The paper's way by default: whole when it fits, else in tiles. Unlike ``restore`` there is no wider tile
     for haze and low light and no tile-sized thumbnail; haze passes are guided only by ``options.haze_guide``.
     As in ``restore``, a tile whose output is not finite runs again in a safer precision (counted in ``reruns``:
-    :class:`~dfpir_cli.precision.FiniteGuard`), and NaNs that even fp32 gives are scored as 0.
+    :class:`~dfpir_cli.base.precision.FiniteGuard`), and NaNs that even fp32 gives are scored as 0.
     """
     model = checkpoint.model
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]

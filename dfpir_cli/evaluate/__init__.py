@@ -1,0 +1,1 @@
+"""Scoring restorations: PSNR/SSIM, classic baselines, running a checkpoint over test sets."""

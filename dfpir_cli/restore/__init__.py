@@ -1,0 +1,1 @@
+"""The restore core: inputs and outputs, tiling, self-ensemble views, precision, plan-then-run pipeline."""

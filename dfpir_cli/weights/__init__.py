@@ -1,0 +1,1 @@
+"""Checkpoints: the config.json + model.safetensors format, prompts, the Hub, the authors' published files."""
