@@ -22,7 +22,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from dfpir_cli.data.test_sets import SYNTHETIC_SIZE, synthetic_sets
+from dfpir_cli.data.photos import SYNTHETIC_SIZE
+from dfpir_cli.data.test_sets import synthetic_sets
 from dfpir_cli.evaluate.benchmark import EvalOptions, PairLoader, restore_array
 from dfpir_cli.evaluate.classic import classic_method, classic_restore
 from dfpir_cli.evaluate.metrics import PAPER, score

@@ -19,13 +19,13 @@ import cv2
 import numpy as np
 import skimage.data
 
+from dfpir_cli.data.photos import SHIPPED_PHOTOS
 from dfpir_cli.data.synthesis import synthesize
-from dfpir_cli.data.test_sets import SHIPPED_PHOTOS
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG_SIDE = 384
 SEED = 2025
-# alias (folder) -> (canonical degradation, held-out photo from dfpir_cli.data.test_sets.SHIPPED_PHOTOS)
+# alias (folder) -> (canonical degradation, held-out photo from dfpir_cli.data.photos.SHIPPED_PHOTOS)
 EXAMPLES: dict[str, tuple[str, str]] = {
     "noisy": ("noise25", "chelsea"),
     "rainy": ("rain", "motorcycle"),

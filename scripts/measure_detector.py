@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dfpir_cli.base.imageio import read_image  # noqa: E402
+from dfpir_cli.data.photos import SHIPPED_PHOTOS, shipped_photos, square_crop, synthetic_rng  # noqa: E402
 from dfpir_cli.data.synthesis import NOISE_SIGMAS, gaussian_noise, synthesize  # noqa: E402
-from dfpir_cli.data.test_sets import SHIPPED_PHOTOS, find_dataset, shipped_photos  # noqa: E402
+from dfpir_cli.data.test_sets import find_dataset  # noqa: E402
 from dfpir_cli.detect import RESTORE_ORDER, Detector, plan_prompts  # noqa: E402
-from dfpir_cli.evaluate.benchmark import EvalOptions, PairLoader, _square, restore_array, synthetic_rng  # noqa: E402
+from dfpir_cli.evaluate.benchmark import EvalOptions, PairLoader, restore_array  # noqa: E402
 from dfpir_cli.evaluate.metrics import PAPER, score  # noqa: E402
 from dfpir_cli.weights.prompts import FIVE_TASK  # noqa: E402
 from dfpir_cli.weights.resolve import resolve_weights  # noqa: E402
@@ -62,7 +63,7 @@ def real_rows(realsets: Path) -> list[tuple[str, str, list[np.ndarray]]]:
 
 
 def synthetic_rows(seeds: list[int]) -> list[tuple[str, str, list[np.ndarray]]]:
-    photos = [_square(_pixels(path), 256) for path in shipped_photos()]
+    photos = [square_crop(_pixels(path), 256) for path in shipped_photos()]
     rows = [("clean", "clean", photos)]
     for name in FIVE_TASK:
         family = "noise" if name in NOISE_SIGMAS else name
@@ -99,7 +100,7 @@ def confusion(detector: Detector, rows, title: str) -> dict:
 def chain_table(detector: Detector, weights: str | None, seeds: list[int]) -> None:
     checkpoint = resolve_weights(weights, "cpu")
     options = EvalOptions(precision="fp32")
-    photos = [_square(_pixels(path), 256) for path in shipped_photos()]
+    photos = [square_crop(_pixels(path), 256) for path in shipped_photos()]
     print(f"\nChained vs single passes, default model, {len(photos) * len(seeds)} photos per row "
           f"({', '.join(SHIPPED_PHOTOS)} at 256 px, seeds {seeds}): PSNR dB\n")
     print("| photo has | input | first only | noise25 only | noise25 then first | first then noise25 | auto | auto picked |")

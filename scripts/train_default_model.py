@@ -11,7 +11,7 @@ What it does, step by step:
 1. Exports the *training* photos (:data:`TRAINING_PHOTOS`): clean images shipped inside scikit-image's,
    scikit-learn's and matplotlib's wheels (so no network), none of them among the five photos
    ``dfpir eval --dataset synthetic`` scores by default (astronaut, coffee, chelsea, rocket,
-   motorcycle_left: :data:`dfpir_cli.data.test_sets.SHIPPED_PHOTOS`) nor motorcycle_right (the other view of the
+   motorcycle_left: :data:`dfpir_cli.data.photos.SHIPPED_PHOTOS`) nor motorcycle_right (the other view of the
    held-out motorcycle scene). Grey images are saved as RGB. Photos whose shorter side is over 400 px are
    saved scaled down (area) so it is 256 px, the scale the benchmark scores at (at full size most patches
    are flat), and the colour photos also with their channels reordered (a colour augmentation: there are

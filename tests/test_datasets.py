@@ -8,13 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
+from dfpir_cli.data.photos import SHIPPED_PHOTOS, shipped_photos
 from dfpir_cli.data.test_sets import (
-    SHIPPED_PHOTOS,
     find_dataset,
     find_paired,
     find_suite,
     pair_by_stem,
-    shipped_photos,
     synthetic_sets,
 )
 from dfpir_cli.errors import DatasetError

@@ -14,8 +14,8 @@ from skimage.metrics import peak_signal_noise_ratio
 from typer.testing import CliRunner
 
 from dfpir_cli.cli import app
+from dfpir_cli.data.photos import SHIPPED_PHOTOS
 from dfpir_cli.data.synthesis import synthesize
-from dfpir_cli.data.test_sets import SHIPPED_PHOTOS
 from dfpir_cli.model import PRESETS
 from dfpir_cli.weights.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from dfpir_cli.weights.prompts import FIVE_TASK

@@ -19,12 +19,11 @@ from rich.table import Table
 from ..base.imageio import write_atomic
 from ..base.precision import check_precision, precision_name
 from ..data.folder import data_dir, dataset_folder, suite_root
+from ..data.photos import SHIPPED_PHOTOS, SYNTHETIC_SIZE
 from ..data.test_sets import (
     DATASET_NAMES,
     DEFAULT_SIGMAS,
-    SHIPPED_PHOTOS,
     SUITE_FOLDERS,
-    SYNTHETIC_SIZE,
     TestSet,
     find_all,
     find_dataset,

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError
+from .photos import SHIPPED_PHOTOS, SYNTHETIC_SIZE, shipped_photos
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -357,30 +358,6 @@ def find_suite(root: Path, tasks: int) -> list[TestSet]:
         raise DatasetError(f"the {tasks}-task suite needs, under {root}: " + "; ".join(missing)
                            + f". But {_found(root)}")
     return sets
-
-
-# Clean colour photos shipped inside scikit-image's wheel (skimage/data/), so they load with no network.
-SHIPPED_PHOTOS: dict[str, str] = {
-    "astronaut": "astronaut.png",  # 512x512, portrait (NASA)
-    "coffee": "coffee.png",  # 400x600, a cup of coffee
-    "chelsea": "chelsea.png",  # 300x451, a cat
-    "rocket": "rocket.jpg",  # 427x640, a launch pad outdoors
-    "motorcycle": "motorcycle_left.png",  # 500x741, the left view of the Middlebury stereo pair
-}
-SYNTHETIC_SIZE = 256  # side of the square each synthetic-benchmark photo is scaled and cropped to
-
-
-def shipped_photos() -> list[Path]:
-    """Paths of :data:`SHIPPED_PHOTOS` in the installed scikit-image; a clear error if any is absent."""
-    import skimage.data
-
-    folder = Path(getattr(skimage.data, "data_dir", Path(skimage.data.__file__).parent))
-    paths = [folder / filename for filename in SHIPPED_PHOTOS.values()]
-    missing = [p.name for p in paths if not p.is_file()]
-    if missing:
-        raise DatasetError(f"the photos {', '.join(missing)} are not in scikit-image's data folder {folder}; "
-                           "reinstall scikit-image, or pass --images DIR with clean photos of your own")
-    return paths
 
 
 def synthetic_sets(degradations: Sequence[str], images: Path | None = None, seed: int = 0,

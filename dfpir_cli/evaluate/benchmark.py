@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 
 from ..base.imageio import LoadedImage, read_image, write_image
 from ..base.precision import PRECISIONS, FiniteGuard, Reruns, autocast
+from ..data.photos import float_pixels, square_crop, synthetic_rng
 from ..data.synthesis import add_gaussian_noise_uint8, synthesize
 from ..data.test_sets import TestSet
 from ..detect import AutoPolicy, Detector, known_families, plan_prompts
@@ -165,26 +165,6 @@ def _uint8(image: LoadedImage) -> np.ndarray:
     return (image.pixels.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
 
 
-def _float(image: LoadedImage) -> np.ndarray:
-    return np.ascontiguousarray(image.pixels.permute(1, 2, 0).numpy(), dtype=np.float32)
-
-
-def _square(image: np.ndarray, size: int) -> np.ndarray:
-    """Scale (area) so the shorter side is ``size``, then centre-crop to ``size`` x ``size``."""
-    height, width = image.shape[:2]
-    scale = size / min(height, width)
-    if scale != 1.0:
-        image = cv2.resize(image, (max(size, round(width * scale)), max(size, round(height * scale))),
-                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-    top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
-    return np.ascontiguousarray(image[top:top + size, left:left + size])
-
-
-def synthetic_rng(seed: int, degradation: str, index: int) -> np.random.Generator:
-    """The generator that degrades photo ``index`` of the synthetic benchmark: fixed by seed, name and index."""
-    return np.random.default_rng([seed, zlib.crc32(degradation.encode()), index])
-
-
 class PairLoader:
     """Reads a test set's pairs as cropped float32 H x W x 3 arrays in [0, 1], in order.
 
@@ -206,15 +186,15 @@ class PairLoader:
             noisy = add_gaussian_noise_uint8(clean, test_set.noise_sigma, self.noise_stream)
             return noisy.astype(np.float32) / 255.0, clean.astype(np.float32) / 255.0
         if pair.input is None:  # synthetic: degrade the clean photo here
-            clean = _float(target)
+            clean = float_pixels(target)
             size = int(test_set.extra.get("size", 0) or 0)
             if size:
-                clean = _square(clean, size)
+                clean = square_crop(clean, size)
             clean = centre_crop(clean, crop)
             rng = synthetic_rng(int(test_set.extra.get("seed", 0) or 0), test_set.degradation, index)
             return synthesize(clean, test_set.degradation, rng), clean
-        degraded = _float(read_image(pair.input))
-        clean = _float(target)
+        degraded = float_pixels(read_image(pair.input))
+        clean = float_pixels(target)
         if degraded.shape != clean.shape:
             raise InputError(f"size mismatch: input {pair.input.name} is {degraded.shape[1]}x{degraded.shape[0]}, "
                              f"target {pair.target.name} is {clean.shape[1]}x{clean.shape[0]}")

@@ -25,9 +25,8 @@ import torch
 
 from ..base.imageio import read_image
 from ..base.precision import autocast, check_precision, native_bf16, resolve_precision
+from ..data.photos import float_pixels, shipped_photos, square_crop, synthetic_rng
 from ..data.synthesis import synthesize
-from ..data.test_sets import shipped_photos
-from ..evaluate.benchmark import _float, _square, synthetic_rng
 from ..weights.checkpoint import Checkpoint
 from ..weights.prompts import DEGRADATIONS
 from .tiling import restore_tiled
@@ -76,7 +75,7 @@ def _probe_images(checkpoint: Checkpoint, size: int) -> list[tuple[np.ndarray, s
     names = list(checkpoint.prompts.names)
     images = []
     for index in range(max(len(photos), len(names))):
-        clean = _square(_float(read_image(photos[index % len(photos)])), size)
+        clean = square_crop(float_pixels(read_image(photos[index % len(photos)])), size)
         name = names[index % len(names)]
         degraded = synthesize(clean, name, synthetic_rng(0, name, index)) if name in DEGRADATIONS else clean
         images.append((degraded, name))
