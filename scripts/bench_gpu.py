@@ -110,8 +110,8 @@ def restore_table(preset: str, device: torch.device, args: argparse.Namespace) -
             torch.cuda.empty_cache()
             continue
         reference = output if reference is None else reference
-        print(f"  {name:>4}: {seconds:.2f} s, {width * height / 1e6 / seconds:.2f} MP/s, tile {restorer.tile}, "
-              f"batch {restorer.batch_size}, peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB, "
+        print(f"  {name:>4}: {seconds:.2f} s, {width * height / 1e6 / seconds:.2f} MP/s, tile {restorer.planner.tile}, "
+              f"batch {restorer.planner.batch_size}, peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB, "
               f"{psnr(output, reference):.1f} dB vs {args.precisions[0]}")
 
 

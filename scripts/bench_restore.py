@@ -38,7 +38,8 @@ from PIL import Image
 
 from dfpir_cli.base.device import KEEP_FREED_ENV
 from dfpir_cli.model import DFPIR, PRESETS
-from dfpir_cli.restore.pipeline import DEFAULT_OVERLAP, TONE_FAMILIES
+from dfpir_cli.restore.pipeline import DEFAULT_OVERLAP
+from dfpir_cli.restore.plan import TONE_FAMILIES
 from dfpir_cli.restore.precision_check import CACHE_ENV
 from dfpir_cli.restore.tiling import computed_pixels, count_tiles, tile_shape
 from dfpir_cli.weights.checkpoint import PromptBank, save_checkpoint

@@ -114,7 +114,7 @@ def save_float16(source: Path, target: Path, **metadata) -> Path:
 
 def ship(final: Path) -> None:
     """Copy the fine-tune's ``final`` checkpoint into the package in float16, with the recipe in its metadata."""
-    from dfpir_cli.restore.pipeline import HAZE_GUIDE_SIDE
+    from dfpir_cli.restore.plan import HAZE_GUIDE_SIDE
 
     save_float16(final, ASSET_DIR, shipped_from=final.name, seed=SEED, recipe=RECIPE, haze_guide=HAZE_GUIDE_SIDE,
                  finetune_args={stage.name: " ".join(stage.train_args()) for stage in STAGES},

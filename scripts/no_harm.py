@@ -24,7 +24,7 @@ from rich.table import Table
 from dfpir_cli.base.imageio import read_image
 from dfpir_cli.evaluate.benchmark import EvalOptions, restore_array
 from dfpir_cli.evaluate.metrics import PAPER, centre_crop, score
-from dfpir_cli.restore.pipeline import haze_guide_for
+from dfpir_cli.restore.plan import haze_guide_for
 from dfpir_cli.weights.resolve import resolve_weights
 
 REALSETS = Path(__file__).resolve().parents[2] / "shared" / "realsets"

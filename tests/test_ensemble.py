@@ -72,8 +72,8 @@ def test_rain_passes_stop_at_four_views() -> None:
 def test_a_chain_counts_each_pass_in_its_own_views(micro_checkpoint: Path) -> None:
     checkpoint = load_checkpoint(micro_checkpoint)
     restorer = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=16, overlap=4, views=8)
-    tiles = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=16, overlap=4).tiles_for(24, 32, ("haze",))
-    assert restorer.tiles_for(24, 32, ("noise25", "rain")) == (8 + 4) * tiles
+    tiles = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=16, overlap=4).plan(24, 32, ("haze",)).forward_passes
+    assert restorer.plan(24, 32, ("noise25", "rain")).forward_passes == (8 + 4) * tiles
     reports: list[tuple[int, int]] = []
     restorer.restore(torch.rand(3, 24, 32), lambda done, total: reports.append((done, total)), ("noise25", "rain"))
     assert reports[-1] == ((8 + 4) * tiles, (8 + 4) * tiles)
@@ -90,9 +90,9 @@ def test_restorer_averages_the_mirror_image(micro_checkpoint: Path) -> None:
         mirrored = restore_any_size(checkpoint.model, pixels.flip(-1)[None], code[None]).flip(-1)
     torch.testing.assert_close(restorer.restore(pixels), ((plain + mirrored) / 2).clamp(0, 1)[0],
                                atol=1e-5, rtol=1e-5)
-    assert restorer.tiles_for(20, 28) == 2
-    assert Restorer(checkpoint, code, torch.device("cpu"), "fp32", tile=16, overlap=4, views=8).tiles_for(20, 28) == \
-        8 * Restorer(checkpoint, code, torch.device("cpu"), "fp32", tile=16, overlap=4).tiles_for(20, 28)
+    assert restorer.plan(20, 28).forward_passes == 2
+    assert Restorer(checkpoint, code, torch.device("cpu"), "fp32", tile=16, overlap=4, views=8).plan(20, 28).forward_passes == \
+        8 * Restorer(checkpoint, code, torch.device("cpu"), "fp32", tile=16, overlap=4).plan(20, 28).forward_passes
 
 
 def test_restore_cli_self_ensemble(micro_checkpoint: Path, tmp_path: Path) -> None:

@@ -239,20 +239,21 @@ def test_tiles_shrink_to_fit_without_more_passes():
 
 def test_haze_and_low_light_run_in_the_widest_tile_memory_allows(micro_checkpoint):
     # Tiles would each set the photo's brightness or airlight for themselves: LOL 18.59 dB in 512 px tiles,
-    # 19.27 whole (Restorer's TONE_FAMILIES). The other prompts keep the faster 512 px CPU tile.
+    # 19.27 whole (plan.TONE_FAMILIES). The other prompts keep the faster 512 px CPU tile.
     checkpoint = load_checkpoint(micro_checkpoint)
     auto = Restorer(checkpoint, None, torch.device("cpu"), "fp32")
-    assert auto.tile == 512 and auto.tone_tile is not None and auto.tone_tile > 512  # the micro model is tiny
-    assert [auto.tile_for(name) for name in ("noise25", "rain", "blur", None, "free text")] == [512] * 5
-    assert auto.tile_for("hazy") == auto.tile_for("lowlight") == auto.tone_tile
-    assert auto.tiles_for(40, 600, ("noise25", "haze")) == count_tiles(40, 600, 512, auto.overlap, 8) + 1
+    planner = auto.planner
+    assert planner.tile == 512 and planner.tone_tile is not None and planner.tone_tile > 512  # the micro model is tiny
+    assert [auto.planner.tile_for(name) for name in ("noise25", "rain", "blur", None, "free text")] == [512] * 5
+    assert auto.planner.tile_for("hazy") == auto.planner.tile_for("lowlight") == auto.planner.tone_tile
+    assert auto.plan(40, 600, ("noise25", "haze")).forward_passes == count_tiles(40, 600, 512, auto.planner.overlap, 8) + 1
     pixels = torch.rand(3, 40, 600)
     code = checkpoint.prompts.code("lowlight")
     with torch.no_grad():
         whole = restore_any_size(checkpoint.model, pixels[None], code[None]).clamp(0, 1)[0]
     torch.testing.assert_close(auto.restore(pixels, names=("lowlight",)), whole)
     fixed = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=64, overlap=8)
-    assert fixed.tile_for("haze") == fixed.tile_for("noise25") == 64  # --tile is the tile of every pass
+    assert fixed.planner.tile_for("haze") == fixed.planner.tile_for("noise25") == 64  # --tile is the tile of every pass
 
 
 def test_scale_guided_keeps_the_detail_and_takes_the_tone_of_the_thumbnail():
@@ -279,9 +280,9 @@ def test_haze_passes_are_guided_by_a_thumbnail(micro_checkpoint):
     checkpoint = load_checkpoint(micro_checkpoint)
     guided = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0, haze_guide=256)
     plain = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0)
-    assert [guided.guide_for(name) for name in ("hazy", "rain", "lowlight")] == [256, 0, 0]
-    assert plain.haze_guide == 0  # the micro checkpoint's metadata does not ask for the guide
-    assert Restorer(resolve_weights(None), None, torch.device("cpu"), "fp32").haze_guide == 256  # the default's does
+    assert [guided.planner.guide_for(name) for name in ("hazy", "rain", "lowlight")] == [256, 0, 0]
+    assert plain.planner.haze_guide == 0  # the micro checkpoint's metadata does not ask for the guide
+    assert Restorer(resolve_weights(None), None, torch.device("cpu"), "fp32").planner.haze_guide == 256  # the default's does
     pixels = torch.rand(3, 40, 300)
     for name in ("noise25", "lowlight"):
         torch.testing.assert_close(guided.restore(pixels, names=(name,)), plain.restore(pixels, names=(name,)))
@@ -296,8 +297,8 @@ def test_haze_passes_are_guided_by_a_thumbnail(micro_checkpoint):
     with pytest.raises(InputError, match="--haze-guide -1"):
         Restorer(checkpoint, None, torch.device("cpu"), "fp32", haze_guide=-1)
     checkpoint.metadata["haze_guide"] = 64  # a checkpoint may ask for it
-    assert Restorer(checkpoint, None, torch.device("cpu"), "fp32").haze_guide == 64
-    assert Restorer(checkpoint, None, torch.device("cpu"), "fp32", haze_guide=0).haze_guide == 0  # --haze-guide 0 wins
+    assert Restorer(checkpoint, None, torch.device("cpu"), "fp32").planner.haze_guide == 64
+    assert Restorer(checkpoint, None, torch.device("cpu"), "fp32", haze_guide=0).planner.haze_guide == 0  # --haze-guide 0 wins
 
 
 def test_haze_guide_option_of_restore_and_eval(micro_checkpoint, tmp_path):
@@ -341,9 +342,9 @@ def test_haze_guide_option_of_restore_and_eval(micro_checkpoint, tmp_path):
 def test_low_light_larger_than_its_tile_takes_its_tone_from_a_thumbnail_of_that_size(micro_checkpoint):
     checkpoint = load_checkpoint(micro_checkpoint)
     tiled = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=64, overlap=8, haze_guide=0)
-    assert [tiled.guide_for(name) for name in ("lowlight", "haze", "noise25", "rain")] == [64, 64, 0, 0]
+    assert [tiled.planner.guide_for(name) for name in ("lowlight", "haze", "noise25", "rain")] == [64, 64, 0, 0]
     whole = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0, haze_guide=256)
-    assert whole.guide_for("lowlight") == 0 and whole.guide_for("haze") == 256
+    assert whole.planner.guide_for("lowlight") == 0 and whole.planner.guide_for("haze") == 256
     pixels = torch.rand(3, 40, 200)
     code = checkpoint.prompts.code("lowlight")[None]
 
@@ -357,10 +358,10 @@ def test_low_light_larger_than_its_tile_takes_its_tone_from_a_thumbnail_of_that_
 def test_the_thumbnail_is_never_larger_than_the_tile(micro_checkpoint):
     checkpoint = load_checkpoint(micro_checkpoint)
     small_tile = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=128, overlap=8, haze_guide=256)
-    assert small_tile.guide_for("haze") == 128  # a 256 px thumbnail would itself be cut into 128 px tiles
-    assert Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=512, haze_guide=256).guide_for("haze") == 256
+    assert small_tile.planner.guide_for("haze") == 128  # a 256 px thumbnail would itself be cut into 128 px tiles
+    assert Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=512, haze_guide=256).planner.guide_for("haze") == 256
     auto = Restorer(checkpoint, None, torch.device("cpu"), "fp32")
-    assert auto.tone_tile is not None and auto.tone_tile % 256 == 0  # in steps: free memory barely matters
+    assert auto.planner.tone_tile is not None and auto.planner.tone_tile % 256 == 0  # in steps: free memory barely matters
     checkpoint.metadata["haze_guide"] = True
     with pytest.raises(InputError, match="metadata asks for haze_guide True"):
         Restorer(checkpoint, None, torch.device("cpu"), "fp32")

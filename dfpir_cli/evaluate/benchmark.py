@@ -30,14 +30,16 @@ import numpy as np
 import torch
 
 from ..base.imageio import LoadedImage, read_image, write_image
-from ..base.precision import PRECISIONS, FiniteGuard, Reruns, autocast
+from ..base.precision import PRECISIONS, FiniteGuard, Reruns
 from ..data.photos import float_pixels, square_crop, synthetic_rng
 from ..data.synthesis import add_gaussian_noise_uint8, synthesize
 from ..data.test_sets import TestSet
 from ..detect import AutoPolicy, Detector, known_families, plan_prompts
 from ..errors import DfpirError, InputError
-from ..restore.ensemble import self_ensemble, views_for
-from ..restore.tiling import GUIDED_FAMILIES, _free_device_memory, auto_tile_size, bytes_per_tile_pixel, tiled_restore
+from ..restore.ensemble import views_for
+from ..restore.pipeline import run_plan
+from ..restore.plan import Pass, RestorePlan
+from ..restore.tiling import GUIDED_FAMILIES, _free_device_memory, auto_tile_size, bytes_per_tile_pixel, count_tiles
 from ..weights.checkpoint import Checkpoint
 from ..weights.prompts import family_of
 from .classic import classic_method, classic_restore
@@ -221,23 +223,26 @@ def restore_array(checkpoint: Checkpoint, image: np.ndarray, degradation: str, o
     As in ``restore``, a tile whose output is not finite runs again in a safer precision (counted in ``reruns``:
     :class:`~dfpir_cli.base.precision.FiniteGuard`), and NaNs that even fp32 gives are scored as 0.
     """
-    model = checkpoint.model
-    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-    code = checkpoint.prompts.code(degradation)[None]
+    pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    plan = eval_plan(checkpoint, image.shape[0], image.shape[1], degradation, options, device)
+    guard = FiniteGuard(checkpoint.model, PRECISIONS[options.precision], reruns)
+    return run_plan(checkpoint.model, plan, pixels, device, guard).permute(1, 2, 0).numpy()
+
+
+def eval_plan(checkpoint: Checkpoint, height: int, width: int, degradation: str, options: EvalOptions,
+              device: torch.device) -> RestorePlan:
+    """The one-pass plan eval restores an image with: whole when it fits (the paper's way), else in tiles."""
     tile = options.tile
     if tile is None:
-        tile = None if fits_whole(image.shape[0], image.shape[1], checkpoint, device) else auto_tile_size(
+        tile = None if fits_whole(height, width, checkpoint, device) else auto_tile_size(
             device, checkpoint.config, batch_size=options.batch_size)
     elif tile == 0:
         tile = None
-
     guide = options.haze_guide if family_of(degradation) in GUIDED_FAMILIES else 0
-    dtype = PRECISIONS[options.precision]
-    one_view = tiled_restore(model, code, tile, options.overlap, options.batch_size, guide,
-                             FiniteGuard(model, dtype, reruns))
-    with autocast(device, dtype):
-        restored = self_ensemble(one_view, tensor, views_for(degradation, options.views))
-    return restored[0].nan_to_num(0.0).clamp(0, 1).permute(1, 2, 0).numpy()
+    step = Pass(degradation, checkpoint.prompts.code(degradation)[None], tile, options.overlap, guide,
+                views_for(degradation, options.views),
+                count_tiles(height, width, tile, options.overlap, checkpoint.model.multiple_of))
+    return RestorePlan(height, width, (step,), options.precision, options.batch_size)
 
 
 def _restore_detected(checkpoint: Checkpoint, degraded: np.ndarray, oracle_result: np.ndarray, oracle: str,

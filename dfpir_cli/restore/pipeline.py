@@ -2,7 +2,8 @@
 
 ``collect_inputs`` turns files, folders and globs into a list of images (each with the sub-path its output
 keeps); ``plan_output`` names each output and refuses any that would land on an input; ``Restorer``
-holds the network, the prompt code, the device, the precision and the tiling; ``restore_files`` runs the
+holds the network, the prompt code, the device, the precision and the tiling, makes each photo's
+:class:`~dfpir_cli.restore.plan.RestorePlan` and runs it (:func:`run_plan`); ``restore_files`` runs the
 batch, reporting to a :class:`RestoreListener`, and returns a :class:`RestoreSummary`. Nothing here prints.
 A :data:`Chooser` picks the prompts per photo: a chain of passes (``haze+noise``) or what the degradation
 detector finds (``--degradation auto``, :func:`auto_chooser`); a photo given no prompt is copied unchanged.
@@ -21,14 +22,16 @@ from typing import Literal
 import torch
 
 from ..base.imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_atomic, write_image
-from ..base.precision import FiniteGuard, Reruns, autocast, precision_name
+from ..base.precision import PRECISIONS, FiniteGuard, Reruns, autocast, precision_name
 from ..detect import AutoPolicy, Detection, Detector, known_families, plan_prompts
 from ..errors import DfpirError, InputError
+from ..model import DFPIR
 from ..weights.checkpoint import Checkpoint
-from ..weights.prompts import ClipTextEncoder, family_of
-from .ensemble import check_views, self_ensemble, views_for
+from ..weights.prompts import ClipTextEncoder
+from .ensemble import check_views, self_ensemble
+from .plan import TONE_TILE_STEP, Planner, RestorePlan, haze_guide_for
 from .precision_check import inference_precision
-from .tiling import GUIDED_FAMILIES, _free_device_memory, auto_tile_size, count_tiles, tiled_restore
+from .tiling import ProgressCallback, _free_device_memory, auto_tile_size, tiled_restore
 
 Status = Literal["processed", "clean", "skipped", "failed"]  # clean: detected clean, copied unchanged
 DEFAULT_OVERLAP = 32
@@ -215,43 +218,12 @@ def prompt_code(checkpoint: Checkpoint, degradation: str | None, prompt: str | N
     return code, f"prompt: {prompt}"
 
 
-# Families whose restoration sets the tone of the whole photo (brightness, airlight): tiles decide it each for
-# itself, so by default their passes run in the largest tile memory allows, not the faster CPU cap, and a photo
-# larger than that tile takes its tone from a thumbnail as large as the tile (Restorer.guide_for). Measured
-# with the stage-5 default model, fp32, one view: LOL eval15 (600 x 400) 19.27 dB whole vs 18.59 in 512 px
-# tiles; the two SOTS pairs (550 x 413) 24.46 vs 24.05; LOL in 256 px tiles 18.37, guided by a 256 px
-# thumbnail 19.10.
-TONE_FAMILIES = ("haze", "lowlight")
-# Haze passes take their tone (airlight, transmission) from the restoration of a thumbnail this many pixels
-# on its longer side (tiling.scale_guided), detail from the full-size one: the default model learnt haze on
-# 64-128 px patches, and on a whole photo it dehazes less. Measured with the stage-5 default model, fp32, one
-# view: `dfpir eval --dataset SOTS ... --haze-guide 256`: 24.46 dB whole vs 27.09 guided. A sweep by script
-# (no centre crop): SOTS 24.17 whole, thumbnails of 128 / 192 / 256 / 384 px 22.71 / 24.69 / 26.97 / 25.77;
-# ten photos of the synthetic benchmark hazed at full size (400-741 px) 19.48 whole, 21.17 at 256 (128 px:
-# 22.02). Low light gains nothing from a small thumbnail (LOL eval15 19.29 whole, 19.12 at 256), so it runs
-# whole when it fits the tile.
-# The guide suits how this model learnt haze, so it is the checkpoint's to ask for: the default model's
-# metadata says "haze_guide": 256; a checkpoint without it (the paper's weights, trained on full-size RESIDE
-# photos) restores as the paper did unless --haze-guide says otherwise.
-HAZE_GUIDE_SIDE = 256
-TONE_TILE_STEP = 256  # the wide tile is rounded down to a multiple of this
-
-
-def haze_guide_for(checkpoint: Checkpoint, asked: int | None = None) -> int:
-    """The haze guide's thumbnail side: ``asked`` (--haze-guide), else the checkpoint's own, else 0 (off)."""
-    if asked is not None:
-        if asked < 0:
-            raise InputError(f"--haze-guide {asked}: use a thumbnail side in pixels, or 0 to turn it off")
-        return asked
-    guide = checkpoint.metadata.get("haze_guide", 0)
-    if isinstance(guide, bool) or not isinstance(guide, int) or guide < 0:
-        raise InputError(f"the checkpoint's metadata asks for haze_guide {guide!r}, not a thumbnail side in pixels: "
-                         "pass --haze-guide N (0: off) to override it")
-    return guide
-
-
 class Restorer:
-    """The network and everything a forward pass needs: prompt code, device, precision and tiling."""
+    """The network and everything a forward pass needs: prompt code, device, precision and tiling.
+
+    It plans each photo (:meth:`plan`, a :class:`~dfpir_cli.restore.plan.RestorePlan` made by its
+    :class:`~dfpir_cli.restore.plan.Planner`) and runs the plan (:meth:`run`); :meth:`restore` does both.
+    """
 
     def __init__(self, checkpoint: Checkpoint, code: torch.Tensor | None, device: torch.device, precision: str = "fp32",
                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None,
@@ -262,16 +234,17 @@ class Restorer:
         restores each image in that many mirrored and rotated views and averages them (:mod:`dfpir_cli.restore.ensemble`;
         rain passes in at most four); ``name`` is the prompt name of ``code``, when it has one; haze passes
         take their tone from a thumbnail ``haze_guide`` pixels on its longer side (0: off; None: the
-        checkpoint's own, :func:`haze_guide_for`). A pass whose output is not finite runs again in a safer
-        precision (:class:`~dfpir_cli.base.precision.FiniteGuard`); ``guard.reruns`` counts them."""
+        checkpoint's own, :func:`~dfpir_cli.restore.plan.haze_guide_for`). A pass whose output is not finite
+        runs again in a safer precision (:class:`~dfpir_cli.base.precision.FiniteGuard`); ``guard.reruns``
+        counts them."""
         if tile is not None and tile < 0:
             raise InputError(f"--tile {tile}: use a positive size, or 0 to run each image whole")
         if overlap < 0:
             raise InputError(f"--tile-overlap {overlap}: the overlap cannot be negative")
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size {batch_size}: at least 1 tile per forward pass")
-        self.views = check_views(views)
-        self.haze_guide = haze_guide_for(checkpoint, haze_guide)
+        views = check_views(views)
+        guide = haze_guide_for(checkpoint, haze_guide)
         self.name = name
         self.capped: dict[str, int] = {}  # prompt -> the views its passes ran in, where fewer than asked
         self.device = device
@@ -281,77 +254,69 @@ class Restorer:
         choice = inference_precision(checkpoint, device, precision, measuring)
         self.dtype, self.precision_note = choice.dtype, choice.note
         self.guard = FiniteGuard(self.model, self.dtype)
-        self.batch_size = batch_size or (1 if device.type == "cpu" else 4)
+        batch_size = batch_size or (1 if device.type == "cpu" else 4)
         tone_tile = tile
         if tile is None:
             free = _free_device_memory(device)
-            tile = auto_tile_size(device, checkpoint.config, self.dtype, self.batch_size, free)
-            tone_tile = auto_tile_size(device, checkpoint.config, self.dtype, self.batch_size, free, speed_cap=False)
+            tile = auto_tile_size(device, checkpoint.config, self.dtype, batch_size, free)
+            tone_tile = auto_tile_size(device, checkpoint.config, self.dtype, batch_size, free, speed_cap=False)
             if tone_tile >= TONE_TILE_STEP:  # in steps, so that what is free at the time barely changes results
                 tone_tile = tone_tile // TONE_TILE_STEP * TONE_TILE_STEP
-        self.tile: int | None = tile or None  # None: each image whole
-        self.tone_tile: int | None = tone_tile or None  # the tile of haze and low-light passes (TONE_FAMILIES)
-        if self.tile is not None and overlap >= self.tile:
-            raise InputError(f"--tile-overlap {overlap} must be smaller than the tile ({self.tile})")
-        self.overlap = overlap
+        if tile and overlap >= tile:
+            raise InputError(f"--tile-overlap {overlap} must be smaller than the tile ({tile})")
+        self.planner = Planner(tile=tile or None, tone_tile=tone_tile or None, overlap=overlap, haze_guide=guide,
+                               views=views, precision=precision_name(self.dtype), batch_size=batch_size,
+                               multiple_of=self.model.multiple_of)
 
     @property
     def precision(self) -> str:
-        return precision_name(self.dtype)
+        return self.planner.precision
 
-    def tile_for(self, name: str | None) -> int | None:
-        """The tile side of a pass with this prompt name (None: whole): wider for haze and low light."""
-        return self.tone_tile if family_of(name) in TONE_FAMILIES else self.tile
-
-    def guide_for(self, name: str | None) -> int:
-        """The thumbnail side a pass with this prompt takes its tone from (0: none; tiling.scale_guided).
-
-        Haze: ``haze_guide`` (HAZE_GUIDE_SIDE). Haze and low light, in a photo larger than their tile: a
-        thumbnail as large as the tile, so the tone is set once for the photo rather than once per tile (only
-        ``--tile 0`` runs them unguided whatever the size). The smaller of the two when both apply.
-        """
-        family = family_of(name)
-        if family not in TONE_FAMILIES:
-            return 0
-        sides = [side for side in (self.haze_guide if family in GUIDED_FAMILIES else 0, self.tone_tile or 0) if side]
-        return min(sides, default=0)  # never a thumbnail larger than the tile: it would be tiled itself
-
-    def _tiles(self, height: int, width: int, name: str | None) -> int:
-        return count_tiles(height, width, self.tile_for(name), self.overlap, self.model.multiple_of)
-
-    def tiles_for(self, height: int, width: int, names: tuple[str, ...] | None = None) -> int:
-        """Forward passes to restore an image this size with these prompts (default: the restorer's code)."""
-        return sum(self._tiles(height, width, name) * views_for(name, self.views)
-                   for name in (names if names is not None else (self.name,)))
-
-    def restore(self, pixels: torch.Tensor, progress=None, names: tuple[str, ...] | None = None) -> torch.Tensor:
-        """Restore one (3, H, W) image in [0, 1]; returns (3, H, W) float32 clamped to [0, 1] on the CPU (NaNs that
-        even fp32 gave as 0: ``guard.reruns`` counts them).
-
-        ``names``: prompts to restore with, one pass each in this order (default: the restorer's code).
-        """
+    def plan(self, height: int, width: int, names: tuple[str, ...] | None = None,
+             detection: Detection | None = None) -> RestorePlan:
+        """The plan of a ``height`` x ``width`` photo restored with ``names``, one pass each in this order
+        (default: the restorer's code)."""
         if names is None:
             if self.code is None:
                 raise InputError("no prompt to restore with: name a degradation")
-            passes = [(self.code, self.name)]
+            prompts = [(self.name, self.code)]
         else:
-            passes = [(self.prompts.code(name).reshape(1, -1).float(), name) for name in names]
-        total = self.tiles_for(pixels.shape[-2], pixels.shape[-1], names)
-        restored, finished = pixels[None], 0
-        for code, name in passes:
-            def report(done: int, _count: int, finished: int = finished) -> None:
-                if progress:
-                    progress(finished + done, total)
+            prompts = [(name, self.prompts.code(name).reshape(1, -1).float()) for name in names]
+        return self.planner.plan(height, width, prompts, detection)
 
-            one_view = tiled_restore(self.model, code, self.tile_for(name), self.overlap, self.batch_size,
-                                     self.guide_for(name), self.guard)
-            views = views_for(name, self.views)
-            if views < self.views and name is not None:
-                self.capped[name] = views
-            with torch.inference_mode(), autocast(self.device, self.dtype):
-                restored = self_ensemble(one_view, restored, views, report).nan_to_num_(0.0).clamp_(0, 1).float()
-            finished += views * self._tiles(pixels.shape[-2], pixels.shape[-1], name)
-        return restored[0]
+    def run(self, plan: RestorePlan, pixels: torch.Tensor, progress: ProgressCallback | None = None) -> torch.Tensor:
+        """Run ``plan`` on one (3, H, W) image in [0, 1] (:func:`run_plan`); passes that ran in fewer views than
+        asked are noted in ``capped``."""
+        for step in plan.passes:
+            if step.views < self.planner.views and step.name is not None:
+                self.capped[step.name] = step.views
+        return run_plan(self.model, plan, pixels, self.device, self.guard, progress)
+
+    def restore(self, pixels: torch.Tensor, progress: ProgressCallback | None = None,
+                names: tuple[str, ...] | None = None) -> torch.Tensor:
+        """Restore one (3, H, W) image in [0, 1] with ``names`` (default: the restorer's code): plan, then run."""
+        return self.run(self.plan(pixels.shape[-2], pixels.shape[-1], names), pixels, progress)
+
+
+def run_plan(model: DFPIR, plan: RestorePlan, pixels: torch.Tensor, device: torch.device,
+             forward: FiniteGuard | None = None, progress: ProgressCallback | None = None) -> torch.Tensor:
+    """Run ``plan``'s passes on one (3, H, W) image in [0, 1], each on the previous one's output; returns
+    (3, H, W) float32 clamped to [0, 1] on the CPU (NaNs that even fp32 gave as 0: ``forward.reruns`` counts
+    them). ``progress(done, total)`` counts forward passes over the whole plan. No I/O, no printing.
+    """
+    dtype = PRECISIONS[plan.precision]
+    total = plan.forward_passes
+    restored, finished = pixels[None], 0
+    for step in plan.passes:
+        def report(done: int, _count: int, finished: int = finished) -> None:
+            if progress:
+                progress(finished + done, total)
+
+        one_view = tiled_restore(model, step.code, step.tile, step.overlap, plan.batch_size, step.guide, forward)
+        with torch.inference_mode(), autocast(device, dtype):
+            restored = self_ensemble(one_view, restored, step.views, report).nan_to_num_(0.0).clamp_(0, 1).float()
+        finished += step.forward_passes
+    return restored[0]
 
 
 @dataclass(frozen=True)
@@ -470,6 +435,9 @@ class RestoreListener:
     def file_chosen(self, source: Path, choice: Choice) -> None:
         """The prompts a file will be restored with (reported when a Chooser picks them)."""
 
+    def file_planned(self, source: Path, plan: RestorePlan) -> None:
+        """What the file's restoration will do (its passes, tiles, guides, views), before it runs."""
+
     def file_finished(self, result: FileResult) -> None:
         """A file was processed, skipped or failed."""
 
@@ -492,8 +460,9 @@ def restore_files(files: list[InputFile], problems: list[InputProblem], restorer
     ``chooser`` picks each photo's prompts (default: the restorer's one code for all).
     """
     listener = listener or RestoreListener()
-    summary = RestoreSummary(device=str(restorer.device), precision=restorer.precision, tile=restorer.tile,
-                             tone_tile=restorer.tone_tile, haze_guide=restorer.haze_guide, views=restorer.views,
+    planner = restorer.planner
+    summary = RestoreSummary(device=str(restorer.device), precision=planner.precision, tile=planner.tile,
+                             tone_tile=planner.tone_tile, haze_guide=planner.haze_guide, views=planner.views,
                              notes=[restorer.precision_note] if restorer.precision_note else [])
     for problem in problems:
         result = FileResult(problem.spec, None, "failed", problem.reason)
@@ -538,9 +507,11 @@ def _restore_one(index: int, item: InputFile, restorer: Restorer, output_dir: Pa
         if choice is not None and not choice.names:
             _copy_unchanged(item.path, target, image)
         else:
-            listener.file_started(index, item.path,
-                                  restorer.tiles_for(image.height, image.width, choice.names if choice else None))
-            restored = restorer.restore(image.pixels, listener.tiles_done, choice.names if choice else None)
+            plan = restorer.plan(image.height, image.width, choice.names if choice else None,
+                                 choice.detection if choice else None)
+            listener.file_planned(item.path, plan)
+            listener.file_started(index, item.path, plan.forward_passes)
+            restored = restorer.run(plan, image.pixels, listener.tiles_done)
             write_image(target, restored, image)
     except (KeyboardInterrupt, SystemExit):
         raise
