@@ -18,7 +18,7 @@ import torch
 
 from dfpir_cli.base.device import pick_device
 from dfpir_cli.model import PRESETS
-from dfpir_cli.train.loop import Trainer
+from dfpir_cli.train.trainer import Trainer
 from dfpir_cli.weights.prompts import FIVE_TASK, random_codes
 
 

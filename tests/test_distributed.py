@@ -15,7 +15,7 @@ from test_train_data import write_image
 from typer.testing import CliRunner
 
 from dfpir_cli.cli import app
-from dfpir_cli.train.loop import Trainer
+from dfpir_cli.train.trainer import Trainer
 from dfpir_cli.weights.checkpoint import load_checkpoint
 
 # Guarded: data-loading workers are spawned, and a spawned process imports the main script again.

@@ -12,18 +12,10 @@ from test_train_data import write_image
 
 from dfpir_cli.data.train_sets import GlobalBatchSampler, PatchDataset, build_training_data
 from dfpir_cli.errors import InputError, TrainingError
-from dfpir_cli.train.loop import (
-    Phase,
-    PhasePlan,
-    Recipe,
-    RunOptions,
-    Trainer,
-    TrainMonitor,
-    learning_rate,
-    plan_phases,
-    read_state,
-    train,
-)
+from dfpir_cli.train.loop import RunOptions, TrainMonitor, train
+from dfpir_cli.train.recipe import Phase, PhasePlan, Recipe, learning_rate, plan_phases
+from dfpir_cli.train.state import read_state
+from dfpir_cli.train.trainer import Trainer
 from dfpir_cli.weights.checkpoint import load_checkpoint
 
 NAMES = ("noise25", "rain")
@@ -251,16 +243,16 @@ def test_rng_state_round_trip_restores_python_numpy_and_torch_draws() -> None:
     """A resumed run continues every random stream where the saved one stopped (numpy's legacy tuple state too)."""
     import random
 
-    from dfpir_cli.train.loop import _rng_state, _set_rng_state
+    from dfpir_cli.train.state import rng_state, set_rng_state
 
     random.seed(5)
     np.random.seed(5)
     torch.manual_seed(5)
     np.random.standard_normal()  # leaves a cached Gaussian in numpy's state
-    state = _rng_state()
+    state = rng_state()
     first = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist())
     random.seed(6)
     np.random.seed(6)
     torch.manual_seed(6)
-    _set_rng_state(state)
+    set_rng_state(state)
     assert (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()) == first

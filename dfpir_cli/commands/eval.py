@@ -16,6 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..base.distributed import init_distributed, shutdown_distributed
 from ..base.imageio import write_atomic
 from ..base.precision import check_precision, precision_name
 from ..data.folder import data_dir, dataset_folder, suite_root
@@ -39,7 +40,6 @@ from ..evaluate.metrics import MetricOptions
 from ..model import DFPIR, PRESETS
 from ..restore.ensemble import check_views
 from ..restore.precision_check import inference_precision
-from ..train.loop import init_distributed, shutdown_distributed
 from ..weights.checkpoint import Checkpoint, PromptBank
 from ..weights.prompts import DEGRADATIONS, FIVE_TASK, random_codes, resolve_degradation
 from ..weights.resolve import resolve_weights

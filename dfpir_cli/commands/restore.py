@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..base.distributed import Distributed, init_distributed, shutdown_distributed
 from ..base.precision import check_precision
 from ..detect import Detector, parse_chain
 from ..errors import InputError
@@ -36,7 +37,6 @@ from ..restore.pipeline import (
     restore_files,
     shard_files,
 )
-from ..train.loop import Distributed, init_distributed, shutdown_distributed
 from ..weights.resolve import resolve_weights
 from .common import (
     DeviceOpt,

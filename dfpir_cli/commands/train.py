@@ -23,26 +23,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..base.distributed import Distributed, init_distributed, shutdown_distributed
 from ..data.folder import require_training_folders
 from ..data.train_sets import TrainingData, build_training_data
 from ..errors import ClipUnavailableError, InputError
 from ..model import PRESETS, DFPIRConfig
-from ..train.loop import (
-    PAPER_EPOCHS,
-    PAPER_PHASES,
-    Distributed,
-    Phase,
-    PhasePlan,
-    Recipe,
-    RunOptions,
-    StepInfo,
-    TrainMonitor,
-    init_distributed,
-    shutdown_distributed,
-)
-from ..train.loop import (
-    train as run_training,
-)
+from ..train.loop import RunOptions, StepInfo, TrainMonitor
+from ..train.loop import train as run_training
+from ..train.recipe import PAPER_EPOCHS, PAPER_PHASES, Phase, PhasePlan, Recipe
 from ..weights.checkpoint import Checkpoint, PromptBank
 from ..weights.prompts import DEGRADATIONS, TASK_SETS, ClipTextEncoder, random_codes, resolve_degradation
 from ..weights.resolve import resolve_weights
