@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from ..base.distributed import Distributed
 from ..base.precision import check_precision, precision_name
 from ..data.train_sets import GlobalBatchSampler, PatchDataset, TrainingData, validation_images
 from ..errors import InputError, TrainingError
-from ..weights.checkpoint import PromptBank, load_checkpoint, load_weights_strict, save_checkpoint
+from ..weights.checkpoint import Checkpoint, PromptBank, load_checkpoint, load_weights_strict, save_checkpoint
 from .log import RunLog
 from .recipe import PhasePlan, Recipe, learning_rate, plan_phases
 from .state import (
@@ -163,180 +163,243 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
     monitor = monitor if (monitor is not None and distributed.is_main) else TrainMonitor()
     output = Path(options.output)
     device = torch.device(device)
+    _check_options(options)
+    state = read_state(output)
+    recipe = _with_precision(recipe, options.precision, device, state if options.resume else None, monitor)
+    plans = plan_phases(recipe, len(data.train), distributed.world_size)
+    identity = run_identity(recipe, plans, data)
+    saved = _saved_run(output, state, options.resume, identity, distributed)
+    prompts = saved.prompts if saved is not None else _new_prompts(make_prompts, recipe)
+    if prompts.codes.shape[1] != recipe.config.text_dim:
+        raise InputError(f"prompt codes are {prompts.codes.shape[1]}-d but the network takes {recipe.config.text_dim}-d")
+    _set_determinism(options.deterministic, device)
+
+    trainer = Trainer(recipe.config, prompts.codes, seed=recipe.seed, betas=recipe.betas, grad_clip=recipe.grad_clip,
+                      device=device, precision=recipe.precision, distributed=distributed,
+                      max_bad_steps=options.max_bad_steps, loss=recipe.loss)
+    progress = _Progress()
+    if state is None and initial_weights is not None:
+        load_weights_strict(trainer.model, initial_weights, "the --init-weights checkpoint")
+    if state is not None and saved is not None:
+        progress = _resume(trainer, state, saved, output)
+    resumed_from = progress.step if state is not None else None
+
+    val_items = validation_images(data.val, recipe.degradations, options.val_size, recipe.seed, recipe.synthesis)
+    log = None
+    if distributed.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        log = RunLog(output, recipe.degradations, progress.step)
+    monitor.started({"plans": plans, "total_steps": plans[-1].end, "start_step": progress.step,
+                     "counts": data.counts(), "val_items": len(val_items), "frozen": trainer.frozen,
+                     "world_size": distributed.world_size, "device": str(device), "prompt_encoder": prompts.encoder,
+                     "resumed": state is not None})
+    run = _Run(recipe, plans, identity, options, data, trainer, prompts, distributed, monitor, val_items, log, progress)
+    try:
+        for plan in plans:
+            if progress.step < plan.end and plan.steps > 0:
+                run.phase(plan, device)
+    except KeyboardInterrupt:
+        if not distributed.active and progress.step > progress.last_saved:
+            run.save_resumable("interrupt")
+        raise
+    return run.finish(resumed_from)
+
+
+def _check_options(options: RunOptions) -> None:
     if options.keep_last < 1:
         raise InputError("--keep-last must be at least 1: resuming needs the last checkpoint")
     if options.save_every < 1:
         raise InputError("--save-every must be at least 1")
-    state = read_state(output)
-    recipe = _with_precision(recipe, options.precision, device, state if options.resume else None, monitor)
-    plans = plan_phases(recipe, len(data.train), distributed.world_size)
-    total_steps = plans[-1].end
-    identity = run_identity(recipe, plans, data)
 
-    if state is not None and not options.resume:
+
+def _saved_run(output: Path, state: dict[str, Any] | None, resume: bool, identity: dict[str, Any],
+               distributed: Distributed) -> Checkpoint | None:
+    """The checkpoint a resumed run continues from (None: a fresh run), once the saved run is known to be the
+    same training as this one and not finished."""
+    if state is not None and not resume:
         saved_total = sum(p["steps"] for p in state["identity"]["plan"])
         raise TrainingError(f"{output} already holds a training run (step {state['step']} of {saved_total}). "
                             "Pass --resume to continue it, or choose another --output.")
-    if state is None and options.resume:
+    if state is None and resume:
         raise TrainingError(f"nothing to resume in {output}: it has no {STATE_NAME}. Start a new run without --resume.")
-    if state is not None:
-        differences = identity_differences(with_recipe_defaults(state["identity"]), identity)
-        if differences:
-            shown = "\n  ".join(differences[:15])
-            raise TrainingError(f"cannot resume {output}: this command describes a different training run than the "
-                                f"one saved there:\n  {shown}\nRun the same command as before (plus --resume), or "
-                                "choose another --output for a new run.")
-        if distributed.is_main:
-            remove_partial_writes(output)
-        saved = load_checkpoint(output / state["weights"])
-        if state["finished"]:
-            if not (output / "final").is_dir():  # killed between the last two saves
-                save_checkpoint(output / "final", saved.model, saved.prompts, saved.metadata)
-            raise TrainingError(f"the run in {output} already finished at step {state['step']}; its checkpoint is "
-                                f"{output / 'final'}. Choose another --output to train again.")
-        prompts = saved.prompts
-    else:
-        prompts = make_prompts()
-        if tuple(prompts.names) != tuple(recipe.degradations):
-            raise InputError(f"prompt bank names {prompts.names} do not match the degradations {recipe.degradations}")
-    if prompts.codes.shape[1] != recipe.config.text_dim:
-        raise InputError(f"prompt codes are {prompts.codes.shape[1]}-d but the network takes {recipe.config.text_dim}-d")
+    if state is None:
+        return None
+    differences = identity_differences(with_recipe_defaults(state["identity"]), identity)
+    if differences:
+        shown = "\n  ".join(differences[:15])
+        raise TrainingError(f"cannot resume {output}: this command describes a different training run than the "
+                            f"one saved there:\n  {shown}\nRun the same command as before (plus --resume), or "
+                            "choose another --output for a new run.")
+    if distributed.is_main:
+        remove_partial_writes(output)
+    saved = load_checkpoint(output / state["weights"])
+    if state["finished"]:
+        if not (output / "final").is_dir():  # killed between the last two saves
+            save_checkpoint(output / "final", saved.model, saved.prompts, saved.metadata)
+        raise TrainingError(f"the run in {output} already finished at step {state['step']}; its checkpoint is "
+                            f"{output / 'final'}. Choose another --output to train again.")
+    return saved
 
-    if options.deterministic:
+
+def _new_prompts(make_prompts: Callable[[], PromptBank], recipe: Recipe) -> PromptBank:
+    prompts = make_prompts()
+    if tuple(prompts.names) != tuple(recipe.degradations):
+        raise InputError(f"prompt bank names {prompts.names} do not match the degradations {recipe.degradations}")
+    return prompts
+
+
+def _set_determinism(deterministic: bool, device: torch.device) -> None:
+    if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    trainer = Trainer(recipe.config, prompts.codes, seed=recipe.seed, betas=recipe.betas, grad_clip=recipe.grad_clip,
-                      device=device, precision=recipe.precision, distributed=distributed,
-                      max_bad_steps=options.max_bad_steps, loss=recipe.loss)
-    step, best_psnr, best_step, skipped_total = 0, None, None, 0
-    if state is None and initial_weights is not None:
-        load_weights_strict(trainer.model, initial_weights, "the --init-weights checkpoint")
-    if state is not None:
-        trainer.model.load_state_dict(saved.model.state_dict())
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        if state["scaler"]:
-            trainer.scaler.load_state_dict(state["scaler"])
-        trainer.bad_steps = state["bad_steps"]
-        set_rng_state(state["rng"])
-        step, skipped_total = state["step"], state["skipped_steps"]
-        best_psnr, best_step = state["best_psnr"], state["best_step"]
-        on_disk = best_on_disk(output)
-        if on_disk is not None and (best_psnr is None or on_disk > best_psnr):
-            best_psnr = on_disk
-    resumed_from = step if state is not None else None
 
-    val_items = validation_images(data.val, recipe.degradations, options.val_size, recipe.seed, recipe.synthesis)
-    log = None
-    if distributed.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        log = RunLog(output, recipe.degradations, step)
-    monitor.started({"plans": plans, "total_steps": total_steps, "start_step": step, "counts": data.counts(),
-                     "val_items": len(val_items), "frozen": trainer.frozen, "world_size": distributed.world_size,
-                     "device": str(device), "prompt_encoder": prompts.encoder, "resumed": state is not None})
+@dataclass
+class _Progress:
+    """Where a run stands, besides its weights and optimizer."""
 
-    def metadata(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"tasks": list(recipe.degradations), "preset": recipe.preset, "steps": step,
-                "total_steps": total_steps, "recipe": recipe.to_dict(), "trained_with": "dfpir train",
-                "world_size": distributed.world_size, **(extra or {})}
+    step: int = 0  # steps done
+    skipped: int = 0  # steps whose update was skipped (NaN/inf)
+    best_psnr: float | None = None  # best mean validation PSNR so far
+    best_step: int | None = None
+    last_val: dict[str, float | None] = field(default_factory=dict)  # the last validation, per degradation
+    unreadable: int = 0  # training reads that hit an unreadable file
+    last_saved: int = 0  # the step of the last resumable save
 
-    def save_resumable(kind: str = "step") -> None:
-        if not distributed.is_main:
+
+def _resume(trainer: Trainer, state: dict[str, Any], saved: Checkpoint, output: Path) -> _Progress:
+    """Put the saved run's weights, optimizer, scaler and RNG states back; where it stood."""
+    trainer.model.load_state_dict(saved.model.state_dict())
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if state["scaler"]:
+        trainer.scaler.load_state_dict(state["scaler"])
+    trainer.bad_steps = state["bad_steps"]
+    set_rng_state(state["rng"])
+    progress = _Progress(step=state["step"], skipped=state["skipped_steps"], best_psnr=state["best_psnr"],
+                         best_step=state["best_step"], last_saved=state["step"])
+    on_disk = best_on_disk(output)
+    if on_disk is not None and (progress.best_psnr is None or on_disk > progress.best_psnr):
+        progress.best_psnr = on_disk
+    return progress
+
+
+class _Run:
+    """One run's parts that its phases share: the trainer, the prompts, the logs, and where it stands."""
+
+    def __init__(self, recipe: Recipe, plans: list[PhasePlan], identity: dict[str, Any], options: RunOptions,
+                 data: TrainingData, trainer: Trainer, prompts: PromptBank, distributed: Distributed, monitor: TrainMonitor,
+                 val_items: list[tuple[int, torch.Tensor, torch.Tensor]], log: RunLog | None,
+                 progress: _Progress) -> None:
+        self.recipe, self.plans, self.identity, self.options = recipe, plans, identity, options
+        self.trainer, self.prompts, self.distributed, self.monitor = trainer, prompts, distributed, monitor
+        self.data, self.val_items, self.log, self.progress = data, val_items, log, progress
+        self.output = Path(options.output)
+        self.total_steps = plans[-1].end
+
+    def metadata(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        recipe = self.recipe
+        return {"tasks": list(recipe.degradations), "preset": recipe.preset, "steps": self.progress.step,
+                "total_steps": self.total_steps, "recipe": recipe.to_dict(), "trained_with": "dfpir train",
+                "world_size": self.distributed.world_size, **(extra or {})}
+
+    def save_resumable(self, kind: str = "step") -> None:
+        """A step checkpoint and resume.pt after it; only the last ``keep_last`` step checkpoints are kept."""
+        if not self.distributed.is_main:
             return
+        output, trainer, progress, step = self.output, self.trainer, self.progress, self.progress.step
         relative = f"checkpoints/step-{step:07d}"
-        save_checkpoint(output / relative, trainer.model, prompts, metadata())
+        save_checkpoint(output / relative, trainer.model, self.prompts, self.metadata())
         atomic_torch_save({
             "format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "weights": relative,
-            "finished": step >= total_steps, "identity": identity, "optimizer": trainer.optimizer.state_dict(),
+            "finished": step >= self.total_steps, "identity": self.identity,
+            "optimizer": trainer.optimizer.state_dict(),
             "scaler": trainer.scaler.state_dict(), "scheduler": {"kind": "cosine-per-phase", "step": step},
-            "rng": rng_state(), "bad_steps": trainer.bad_steps, "skipped_steps": skipped_total,
-            "samples_seen": sum(min(max(step - p.first_step, 0), p.steps) * p.global_batch for p in plans),
-            "best_psnr": best_psnr, "best_step": best_step}, state_path(output))
-        monitor.saved(output / relative, kind)
+            "rng": rng_state(), "bad_steps": trainer.bad_steps, "skipped_steps": progress.skipped,
+            "samples_seen": sum(min(max(step - p.first_step, 0), p.steps) * p.global_batch for p in self.plans),
+            "best_psnr": progress.best_psnr, "best_step": progress.best_step}, state_path(output))
+        self.monitor.saved(output / relative, kind)
         kept = sorted((output / "checkpoints").glob("step-*"))
-        for old in kept[:-options.keep_last]:
+        for old in kept[:-self.options.keep_last]:
             if old.name != Path(relative).name:
                 shutil.rmtree(old, ignore_errors=True)
 
-    last_val: dict[str, float | None] = {}
-
-    def run_validation(phase: int) -> None:
-        nonlocal best_psnr, best_step, last_val
-        if not val_items:
+    def validate(self, phase: int) -> None:
+        """Mean PSNR per degradation on the held-out images; a new best mean is saved in best/."""
+        progress = self.progress
+        if not self.val_items:
             return
-        values = trainer.validate(val_items, len(recipe.degradations))
-        last_val = dict(zip(recipe.degradations, values, strict=True))
+        values = self.trainer.validate(self.val_items, len(self.recipe.degradations))
+        progress.last_val = dict(zip(self.recipe.degradations, values, strict=True))
         known = [v for v in values if v is not None]
         mean = sum(known) / len(known) if known else None
-        monitor.validated(step, last_val)
-        if log is not None:
-            log.val(step, phase, mean, last_val)
-        if mean is not None and (best_psnr is None or mean > best_psnr):
-            best_psnr, best_step = mean, step
-            if distributed.is_main:
-                save_checkpoint(output / "best", trainer.model, prompts,
-                                metadata({"val_psnr": last_val, "val_psnr_mean": mean}))
-                monitor.saved(output / "best", "best")
+        self.monitor.validated(progress.step, progress.last_val)
+        if self.log is not None:
+            self.log.val(progress.step, phase, mean, progress.last_val)
+        if mean is not None and (progress.best_psnr is None or mean > progress.best_psnr):
+            progress.best_psnr, progress.best_step = mean, progress.step
+            if self.distributed.is_main:
+                save_checkpoint(self.output / "best", self.trainer.model, self.prompts,
+                                self.metadata({"val_psnr": progress.last_val, "val_psnr_mean": mean}))
+                self.monitor.saved(self.output / "best", "best")
 
-    unreadable = 0
-    last_saved = step
-    try:
-        for plan in plans:
-            if step >= plan.end or plan.steps == 0:
-                continue
-            monitor.phase(plan)
-            dataset = PatchDataset(data.train, recipe.degradations, plan.patch_size, recipe.seed, plan.index,
-                                   recipe.flips, synthesis=recipe.synthesis, identity=recipe.identity)
-            sampler = GlobalBatchSampler(len(dataset), plan.batch_size, distributed.rank, distributed.world_size,
-                                         recipe.seed, plan.index, step - plan.first_step, plan.steps)
-            loader = DataLoader(dataset, batch_sampler=sampler, pin_memory=device.type == "cuda",
-                                **loader_processes(options.workers))
-            window_loss, window_steps, window_count, window_start = 0.0, 0, 0, time.perf_counter()
-            for degraded, clean, tasks, bad in loader:
-                lr = learning_rate(step, plans, recipe.min_lr, recipe.warmup_steps)
-                result = trainer.step(degraded, clean, tasks, lr)
-                step += 1
-                unreadable += int(bad.sum())
-                if result.skipped:
-                    skipped_total += 1
-                    monitor.warn(f"step {step}: the loss or gradients were NaN/inf; the update was skipped")
-                else:
-                    window_loss += result.loss
-                    window_steps += 1
-                window_count += 1
-                speed = window_count * plan.global_batch / max(time.perf_counter() - window_start, 1e-9)
-                monitor.step(StepInfo(step, total_steps, plan.index, result.loss, lr, speed, result.skipped))
-                if step % options.log_every == 0 or step == plan.end:
-                    if log is not None and window_steps:
-                        log.train(step, plan.index, window_loss / window_steps, lr, speed, skipped_total)
-                    window_loss, window_steps, window_count, window_start = 0.0, 0, 0, time.perf_counter()
-                if options.val_every and step % options.val_every == 0 and step < total_steps:
-                    run_validation(plan.index)
-                if step % options.save_every == 0 and step < total_steps:
-                    save_resumable()
-                    last_saved = step
-    except KeyboardInterrupt:
-        if not distributed.active and step > last_saved:
-            save_resumable("interrupt")
-        raise
-    run_validation(plans[-1].index)
-    save_resumable("step")
-    final = output / "final"
-    if distributed.is_main:
-        save_checkpoint(final, trainer.model, prompts,
-                        metadata({"val_psnr": last_val, "best_val_psnr_mean": best_psnr, "best_step": best_step}))
-        monitor.saved(final, "final")
-    if distributed.active:
-        check_in_sync(trainer.model)
-        dist.barrier()
-    if log is not None:
-        log.close()
-    if unreadable:
-        monitor.warn(f"{unreadable} training read(s) hit an unreadable file and used the next pair instead")
-    return TrainResult(output, final, output / "best" if best_psnr is not None else None, best_psnr, last_val, step,
-                       skipped_total, unreadable, resumed_from)
+    def phase(self, plan: PhasePlan, device: torch.device) -> None:
+        """Train ``plan``'s steps from where the run stands, logging, validating and saving as asked."""
+        recipe, options, progress, distributed = self.recipe, self.options, self.progress, self.distributed
+        self.monitor.phase(plan)
+        dataset = PatchDataset(self.data.train, recipe.degradations, plan.patch_size, recipe.seed, plan.index,
+                               recipe.flips, synthesis=recipe.synthesis, identity=recipe.identity)
+        sampler = GlobalBatchSampler(len(dataset), plan.batch_size, distributed.rank, distributed.world_size,
+                                     recipe.seed, plan.index, progress.step - plan.first_step, plan.steps)
+        loader = DataLoader(dataset, batch_sampler=sampler, pin_memory=device.type == "cuda",
+                            **loader_processes(options.workers))
+        window_loss, window_steps, window_count, window_start = 0.0, 0, 0, time.perf_counter()
+        for degraded, clean, tasks, bad in loader:
+            lr = learning_rate(progress.step, self.plans, recipe.min_lr, recipe.warmup_steps)
+            result = self.trainer.step(degraded, clean, tasks, lr)
+            progress.step += 1
+            step = progress.step
+            progress.unreadable += int(bad.sum())
+            if result.skipped:
+                progress.skipped += 1
+                self.monitor.warn(f"step {step}: the loss or gradients were NaN/inf; the update was skipped")
+            else:
+                window_loss += result.loss
+                window_steps += 1
+            window_count += 1
+            speed = window_count * plan.global_batch / max(time.perf_counter() - window_start, 1e-9)
+            self.monitor.step(StepInfo(step, self.total_steps, plan.index, result.loss, lr, speed, result.skipped))
+            if step % options.log_every == 0 or step == plan.end:
+                if self.log is not None and window_steps:
+                    self.log.train(step, plan.index, window_loss / window_steps, lr, speed, progress.skipped)
+                window_loss, window_steps, window_count, window_start = 0.0, 0, 0, time.perf_counter()
+            if options.val_every and step % options.val_every == 0 and step < self.total_steps:
+                self.validate(plan.index)
+            if step % options.save_every == 0 and step < self.total_steps:
+                self.save_resumable()
+                progress.last_saved = step
 
-
+    def finish(self, resumed_from: int | None) -> TrainResult:
+        """The last validation and saves (final/), the processes' weights compared, the logs closed."""
+        progress, output = self.progress, self.output
+        self.validate(self.plans[-1].index)
+        self.save_resumable("step")
+        final = output / "final"
+        if self.distributed.is_main:
+            save_checkpoint(final, self.trainer.model, self.prompts,
+                            self.metadata({"val_psnr": progress.last_val, "best_val_psnr_mean": progress.best_psnr,
+                                           "best_step": progress.best_step}))
+            self.monitor.saved(final, "final")
+        if self.distributed.active:
+            check_in_sync(self.trainer.model)
+            dist.barrier()
+        if self.log is not None:
+            self.log.close()
+        if progress.unreadable:
+            self.monitor.warn(f"{progress.unreadable} training read(s) hit an unreadable file and used the next pair "
+                              "instead")
+        return TrainResult(output, final, output / "best" if progress.best_psnr is not None else None,
+                           progress.best_psnr, progress.last_val, progress.step, progress.skipped, progress.unreadable,
+                           resumed_from)
