@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from dfpir_cli.errors import CheckpointError, HubError, InputError
 from dfpir_cli.model import DFPIR, PRESETS
-from dfpir_cli.weights import hub
+from dfpir_cli.weights import hub, publish
 from dfpir_cli.weights.checkpoint import load_checkpoint, save_checkpoint
 from dfpir_cli.weights.prompts import CLIP_FILENAMES, CLIP_HF_REPO, find_clip_weights
 
@@ -286,7 +286,7 @@ def test_model_card_has_front_matter_tasks_and_eval_table(tmp_path):
     metadata = {"tasks": ["rain", "haze"], "epochs": 3, "license": "mit",
                 "eval": {"Rain100L": {"psnr": 30.5, "ssim": 0.91}, "SOTS": {"psnr": 25.25, "ssim": 0.88}}}
     folder = save_checkpoint(tmp_path / "ckpt", model, make_prompts(512, ("rain", "haze")), metadata)
-    card = hub.model_card(load_checkpoint(folder), "lab/dfpir-tiny")
+    card = publish.model_card(load_checkpoint(folder), "lab/dfpir-tiny")
     front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
     assert "library_name: dfpir" in front and "- dfpir" in front and "- image-deraining" in front
     assert "- image-dehazing" in front and "license: mit" in front and "image-denoising" not in front
@@ -302,7 +302,7 @@ def test_push_then_fetch_round_trip(fake_hub, monkeypatch, tmp_path):
     recorder.install(monkeypatch)
     folder = make_checkpoint(tmp_path / "trained", seed=3)
     before = sorted(path.name for path in folder.iterdir())
-    result = hub.push_checkpoint(folder, "me/new", private=True, revision="exp", commit_message="first")
+    result = publish.push_checkpoint(folder, "me/new", private=True, revision="exp", commit_message="first")
     assert [call[0] for call in recorder.calls] == ["create_repo", "create_branch", "create_commit"]
     assert recorder.calls[0] == ("create_repo", "me/new", True) and recorder.calls[2][2:] == ("exp", "first")
     assert result.revision == "exp" and "/me/new/commit/" in result.commit_url
@@ -316,7 +316,7 @@ def test_push_then_fetch_round_trip(fake_hub, monkeypatch, tmp_path):
 def test_push_refuses_a_folder_that_does_not_load(fake_hub, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not a dfpir checkpoint"):
-        hub.push_checkpoint(tmp_path / "empty", "me/new")
+        publish.push_checkpoint(tmp_path / "empty", "me/new")
     assert not [path for _, path in fake_hub.requests if "me/new" in path]
 
 
@@ -324,4 +324,4 @@ def test_push_errors_are_translated(fake_hub, monkeypatch, tmp_path):
     folder = make_checkpoint(tmp_path / "trained")
     point_client_at(monkeypatch, closed_port_endpoint(), tmp_path / "hf")
     with pytest.raises(HubError, match="cannot reach the Hub"):
-        hub.push_checkpoint(folder, "me/new")
+        publish.push_checkpoint(folder, "me/new")

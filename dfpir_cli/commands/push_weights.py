@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError
-from ..weights import hub
+from ..weights import hub, publish
 from ..weights.checkpoint import load_checkpoint
 from .common import console, handle_errors
 
@@ -44,11 +44,11 @@ def push_weights(
         card_text = card.read_text() if card is not None else None
         if dry_run:
             repo, _ = hub.split_repo_spec(repo_id, revision)
-            console.print(card_text if card_text is not None else hub.model_card(load_checkpoint(folder), repo),
+            console.print(card_text if card_text is not None else publish.model_card(load_checkpoint(folder), repo),
                           markup=False, highlight=False)
             console.print(f"[dim]--dry-run: {folder} loads; nothing was uploaded to {repo}.[/]")
             return
-        result = hub.push_checkpoint(folder, repo_id, private=private, revision=revision, commit_message=message,
+        result = publish.push_checkpoint(folder, repo_id, private=private, revision=revision, commit_message=message,
                                      card=card_text)
         weights = repo_id if result.revision == hub.DEFAULT_REVISION else f"{repo_id.split('@')[0]}@{result.revision}"
         console.print(f"Published {folder} to {result.repo_url} (branch {result.revision})\n"
