@@ -1,1 +1,1 @@
-"""What every layer stands on: devices and numeric precision, image files in and out, where files live."""
+"""What every layer stands on: devices, numeric precision, torchrun processes, image files in and out, file locations."""
