@@ -67,7 +67,7 @@ class EvalOptions:
     classic: bool = False  # also score the classic, non-learned method of each degradation (dfpir_cli.evaluate.classic)
     detector: Detector | None = None  # also restore with the prompts it detects (--degradation auto)
     views: int = 1  # self-ensemble: restore in this many mirrored/rotated views and average (dfpir_cli.restore.ensemble)
-    haze_guide: int = 0  # haze: tone from a thumbnail this many pixels on its longer side (restore.HAZE_GUIDE_SIDE)
+    haze_guide: int = 0  # haze: tone from a thumbnail this many pixels on its longer side (plan.HAZE_GUIDE_SIDE)
 
 
 @dataclass

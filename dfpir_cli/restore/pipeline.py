@@ -371,8 +371,8 @@ class RestoreSummary:
     device: str = "cpu"
     precision: str = "fp32"
     tile: int | None = None
-    tone_tile: int | None = None  # the tile of haze and low-light passes (Restorer.tone_tile)
-    haze_guide: int = 0  # thumbnail side haze passes take their tone from (Restorer.haze_guide; 0: off)
+    tone_tile: int | None = None  # the tile of haze and low-light passes (Planner.tone_tile)
+    haze_guide: int = 0  # thumbnail side haze passes take their tone from (Planner.haze_guide; 0: off)
     views: int = 1  # self-ensemble views per restoration pass asked for
     capped: dict[str, int] = field(default_factory=dict)  # prompts that ran in fewer views (rain: 4)
     reruns: Reruns = field(default_factory=Reruns)  # tiles whose output was not finite (Restorer.guard)

@@ -36,7 +36,7 @@ Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, codes
 # small and tiny presets.
 ACTIVATION_FLOATS_PER_PIXEL_PER_DIM = 64
 GUIDE_BLUR = 9  # box-blur side, in thumbnail pixels, of scale_guided's low frequencies
-GUIDED_FAMILIES = ("haze",)  # degradation families a --haze-guide thumbnail guides (restore.HAZE_GUIDE_SIDE)
+GUIDED_FAMILIES = ("haze",)  # degradation families a --haze-guide thumbnail guides (plan.HAZE_GUIDE_SIDE)
 CPU_TILE_CAP = 512  # larger tiles leave the CPU caches behind: slower, unless the prompt needs the context
 GPU_TILE_CAP = 2048
 MIN_TILE = 64
