@@ -44,7 +44,35 @@ ASSET_DIR = ROOT / "dfpir_cli" / "assets" / "detector"
 SEED = 0
 TRAIN_ARGS = ["--steps", "2000", "--region", "320", "--batch-size", "32", "--lr", "2e-3", "--seed", str(SEED),
               "--workers", "2", "--realistic-share", "0.5", "--faint-families", "rain", "--faint-share", "0.8",
-              "--val-samples", "300"]
+              "--val-samples", "300", "--camera-share", "0.5", "--photographed-share", "0.5"]
+# Issue 32: the development set of real photos (../shared/realphotos) trained on as labelled photos, a quarter
+# of the samples (--labelled-share 0.25): folder -> label; dark photos only where clearly underexposed.
+REAL_LABELS = {"rainy": "rain", "hazy": "haze", "noisy": "noise", "polyu/real": "noise", "polyu/mean": "clean",
+               "dark": "lowlight"}
+DARK = 0.2  # mean luminance under which a dark photo is labelled low light (0.2-0.3: either answer is fair)
+
+
+def link_real_photos(realphotos: Path, folder: Path) -> list[str]:
+    """Symbolic links to the dev photos, one folder per label, and the train-detector options that name them."""
+    import numpy as np
+
+    options = []
+    for source, label in REAL_LABELS.items():
+        target = folder / label
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted((realphotos / source).iterdir()):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                continue
+            luminance = float((image[..., ::-1].astype(np.float32) / 255 @ np.array([0.299, 0.587, 0.114])).mean())
+            if label == "lowlight" and luminance >= DARK:
+                continue
+            link = target / f"{source.replace('/', '_')}_{path.name}"
+            if not link.exists():
+                link.symlink_to(path.resolve())
+        if f"{label}={target}" not in options:
+            options.append(f"{label}={target}")
+    return [item for option in options for item in ("--labelled", option)]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -85,6 +113,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "detector")
     parser.add_argument("--realsets", type=Path, default=Path(os.environ.get("DFPIR_REALSETS") or
                                                               ROOT.parent / "shared" / "realsets"))
+    parser.add_argument("--realphotos", type=Path, default=ROOT.parent / "shared" / "realphotos",
+                        help="the real photos development set, trained on as labelled photos (absent: skipped)")
     parser.add_argument("--steps", type=int, default=None, help="override --steps of TRAIN_ARGS (smoke runs)")
     parser.add_argument("--no-ship", action="store_true", help="train only; leave dfpir_cli/assets alone")
     args = parser.parse_args()
@@ -95,8 +125,11 @@ def main() -> None:
     train_args = list(TRAIN_ARGS)
     if args.steps is not None:
         train_args[train_args.index("--steps") + 1] = str(args.steps)
+    labelled = link_real_photos(args.realphotos, args.output / "labelled") if args.realphotos.is_dir() else []
+    if not labelled:
+        print(f"note: {args.realphotos} not found; training on synthesis alone")
     command = [sys.executable, "-m", "dfpir_cli", "train-detector", "--clean-dir", str(package),
-               "--clean-dir", str(args.photos), "--output", str(args.output / "detector"), *train_args]
+               "--clean-dir", str(args.photos), "--output", str(args.output / "detector"), *train_args, *labelled]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
     if not args.no_ship:
