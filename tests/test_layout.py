@@ -78,7 +78,7 @@ def layer_of(module: str) -> str:
 
 def test_every_folder_and_top_level_module_has_a_layer():
     unplaced = {layer_of(name) for name in modules()} - set(RANK)
-    assert not unplaced, f"put these in LAYERS (and say why in the README's layout section): {sorted(unplaced)}"
+    assert not unplaced, f"put these in LAYERS (and say why in docs/code.md's layout section): {sorted(unplaced)}"
 
 
 def test_every_folder_says_what_it_is_for():
