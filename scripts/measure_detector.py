@@ -1,4 +1,4 @@
-"""Measure the degradation detector (issue 16) and print the tables the README quotes.
+"""Measure the degradation detector (issue 16) and print the tables docs/detection.md quotes.
 
     .venv/bin/python scripts/measure_detector.py                      # everything (~15 min on 2 CPU cores)
     .venv/bin/python scripts/measure_detector.py --skip-psnr --skip-chain   # the confusion matrices only (~1 min)

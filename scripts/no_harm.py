@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--haze-guide", type=int, help="haze passes' thumbnail side, as `dfpir restore --haze-guide` "
                                                          "(0: off; default: the checkpoint's own, as restore)")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for docs/default-model.md)")
     args = parser.parse_args()
     photos = clean_photos(args.realsets, args.count)
     rows = measure(args.weights, photos, args.haze_guide)

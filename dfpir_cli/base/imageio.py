@@ -211,7 +211,61 @@ def output_format(path: str | Path, fallback: str = "PNG") -> str:
     return FORMATS.get(Path(path).suffix.lower(), fallback)
 
 
-def _quantise(pixels: torch.Tensor, depth: int) -> np.ndarray:
+def image_from_array(array: np.ndarray, what: str = "the image") -> LoadedImage:
+    """An in-memory RGB image as :func:`read_image` gives a file: (H, W) grey, (H, W, 1), (H, W, 2) grey + alpha,
+    (H, W, 3) RGB or (H, W, 4) RGBA; uint8, uint16, or float on the 0..1 scale. Alpha is kept untouched."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (2, 3, 4)):
+        raise InputError(f"{what} has shape {array.shape}: pass H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA), "
+                         "channels last (a (3, H, W) array: np.moveaxis(array, 0, -1))")
+    if min(array.shape[:2]) < 1:
+        raise InputError(f"{what} is empty ({array.shape[1]}x{array.shape[0]} pixels)")
+    if array.dtype == np.uint8:
+        bit_depth, scale = 8, 255.0
+    elif array.dtype == np.uint16:
+        bit_depth, scale = 16, 65535.0
+    elif array.dtype in (np.float16, np.float32, np.float64):
+        bit_depth, scale = 32, 1.0
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise InputError(f"{what} holds NaN or infinite values")
+        if array.min() < -1e-3 or array.max() > 1 + 1e-3:
+            raise InputError(f"{what} is float with values from {array.min():g} to {array.max():g}: float images are "
+                             "read on the 0..1 scale (divide by 255, or pass the uint8 array itself)")
+    else:
+        raise InputError(f"{what} has {array.dtype} samples: pass uint8, uint16, or float on the 0..1 scale")
+    alpha = None
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        alpha = np.ascontiguousarray(array[:, :, -1])
+        array = array[:, :, :-1]
+        if array.shape[2] == 1:
+            array = array[:, :, 0]
+    grey = array.ndim == 2
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    pixels = tensor.expand(3, -1, -1).contiguous() if grey else tensor.permute(2, 0, 1).contiguous()
+    if scale != 1.0:
+        pixels.div_(scale)
+    return LoadedImage(pixels.clamp_(0, 1), alpha, grey, bit_depth, "PNG", None, None)
+
+
+def array_like(restored: torch.Tensor, source: LoadedImage, like: np.ndarray) -> np.ndarray:
+    """A restored (3, H, W) image as an array of ``like``'s shape and dtype (the inverse of
+    :func:`image_from_array`): integers rounded as the files :func:`encode_image` writes, floats unrounded,
+    grey as luma, alpha from the source untouched."""
+    pixels = to_luma(restored) if source.grey else restored
+    if source.bit_depth == 32:
+        array = pixels.detach().float().cpu().clamp(0, 1).numpy().transpose(1, 2, 0)
+    else:
+        array = quantise(pixels, source.bit_depth)
+    array = array.astype(like.dtype, copy=False)
+    if source.alpha is not None:
+        array = np.concatenate([array, source.alpha[:, :, None].astype(like.dtype, copy=False)], axis=2)
+    return np.ascontiguousarray(array.reshape(like.shape))
+
+
+def quantise(pixels: torch.Tensor, depth: int) -> np.ndarray:
     """(C, H, W) float in [0, 1] -> (H, W, C) integers of ``depth`` bits, rounded."""
     top = 65535.0 if depth == 16 else 255.0
     dtype = np.uint16 if depth == 16 else np.uint8
@@ -219,13 +273,13 @@ def _quantise(pixels: torch.Tensor, depth: int) -> np.ndarray:
     return scaled.numpy().astype(dtype).transpose(1, 2, 0)
 
 
-def _to_luma(pixels: torch.Tensor) -> torch.Tensor:
+def to_luma(pixels: torch.Tensor) -> torch.Tensor:
     """ITU-R BT.601 luma, as Pillow converts RGB to grey."""
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32, device=pixels.device)
     return (pixels.float() * weights[:, None, None]).sum(0, keepdim=True)
 
 
-def _fit_alpha(alpha: np.ndarray, depth: int) -> np.ndarray:
+def fit_alpha(alpha: np.ndarray, depth: int) -> np.ndarray:
     if alpha.dtype == np.float32:
         top = 65535.0 if depth == 16 else 255.0
         return np.clip(np.round(alpha * top), 0, top).astype(np.uint16 if depth == 16 else np.uint8)
@@ -274,13 +328,13 @@ def encode_image(restored: torch.Tensor, source: LoadedImage, fmt: str) -> bytes
     if source.alpha is not None and fmt not in _ALPHA_FORMATS:
         raise InputError(f"the image has an alpha channel, which {fmt} cannot hold: write PNG, TIFF, WebP or BMP "
                          "(--ext png) to keep it")
-    pixels = _to_luma(restored) if source.grey else restored
+    pixels = to_luma(restored) if source.grey else restored
     if source.bit_depth == 32 and fmt == "TIFF":
         return _float_tiff(pixels, source)
     depth = 16 if source.bit_depth > 8 and fmt in _SIXTEEN_BIT_FORMATS else 8
-    array = _quantise(pixels, depth)  # (H, W, 1 or 3)
+    array = quantise(pixels, depth)  # (H, W, 1 or 3)
     if source.alpha is not None:
-        array = np.concatenate([array, _fit_alpha(source.alpha, depth)[:, :, None]], axis=2)
+        array = np.concatenate([array, fit_alpha(source.alpha, depth)[:, :, None]], axis=2)
     channels = array.shape[2]
     if depth == 16:
         if fmt == "TIFF":

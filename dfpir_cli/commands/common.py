@@ -92,4 +92,4 @@ SelfEnsembleOpt = Annotated[int, typer.Option(
                             "2 (and its mirror image), 4 (and both upside down) or 8 (and transposed; passes with "
                             "the rain prompt stop at 4, as transposed streaks lie sideways, but a free-text --prompt "
                             "gets all 8). Costs one restoration per view; for the default model 4 is the best value "
-                            "on the real test splits (README, \"Self-ensemble\").")]
+                            "on the real test splits (docs/default-model.md, \"Self-ensemble\").")]

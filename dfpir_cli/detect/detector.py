@@ -177,7 +177,7 @@ class Detector:
 
         Each photo is scored as it is and mirrored left to right (training flips photos so, and no
         degradation changes with it), and the two are averaged: a photo on the edge of a decision is
-        decided by both views (see README, "Blind restoration").
+        decided by both views (see docs/detection.md).
         """
         config = self.config
         grids = np.stack([grid_crops(image, config.crop) for image in images])
