@@ -33,10 +33,11 @@ from rich.table import Table
 
 from dfpir_cli.base.imageio import read_image
 from dfpir_cli.data.test_sets import list_images
-from dfpir_cli.detect import Detector
+from dfpir_cli.detect import AutoPolicy, Detector
 from dfpir_cli.detect.detector import known_families
 from dfpir_cli.evaluate.metrics import score
 from dfpir_cli.restore.pipeline import Restorer, auto_chooser
+from dfpir_cli.weights.checkpoint import Checkpoint
 from dfpir_cli.weights.resolve import resolve_weights
 
 ROOT = Path(__file__).resolve().parents[2] / "shared"
@@ -54,13 +55,15 @@ def _luminance(image: np.ndarray) -> float:
     return float((image @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).mean())
 
 
-def detection(detector: Detector, realphotos: Path, realsets: Path, families: tuple[str, ...]) -> list[dict]:
+def detection(detector: Detector, realphotos: Path, realsets: Path, families: tuple[str, ...],
+              policy: AutoPolicy) -> list[dict]:
+    """Per group, what auto mode decides: the checkpoint's families and thresholds, as `dfpir restore` runs it."""
     rows = []
     for folder, family in GROUPS:
         hits, total, fair, decisions = 0, 0, 0, {}
         for path in list_images(realphotos / folder):
             image = _pixels(path)
-            label = detector.detect(image, families).label
+            label = detector.detect(image, families, policy).label
             decisions[label] = decisions.get(label, 0) + 1
             if family == "lowlight" and _luminance(image) >= DARK:
                 fair += _luminance(image) < FAIR
@@ -72,7 +75,7 @@ def detection(detector: Detector, realphotos: Path, realsets: Path, families: tu
                      **({"fair_either_way": fair} if family == "lowlight" else {})})
     for folder in CLEAN_SETS:
         paths = list_images(realsets / folder) if (realsets / folder).is_dir() else []
-        clean = sum(detector.detect(_pixels(path), families).label == "clean" for path in paths)
+        clean = sum(detector.detect(_pixels(path), families, policy).label == "clean" for path in paths)
         rows.append({"group": f"{folder} (clean)", "expected": "clean", "photos": len(paths), "detected": clean,
                      "share": clean / max(1, len(paths))})
     return rows
@@ -84,10 +87,11 @@ def _cbm3d(image: np.ndarray, sigma: float) -> np.ndarray:
     return np.clip(bm3d.bm3d_rgb(image, sigma / 255.0), 0, 1).astype(np.float32)
 
 
-def polyu(restorer: Restorer, detector: Detector, realphotos: Path, cbm3d: float) -> list[dict]:
+def polyu(checkpoint: Checkpoint, restorer: Restorer, detector: Detector, realphotos: Path,
+          cbm3d: float) -> list[dict]:
     """One row per PolyU pair: luminance, input, auto (and what it chose), each noise prompt, CBM3D."""
     noise_prompts = [name for name in restorer.prompts.names if name.startswith("noise")]
-    choose = auto_chooser(detector, _checkpoint_of(restorer))
+    choose = auto_chooser(detector, checkpoint)  # the checkpoint's families and auto thresholds
     rows = []
     for noisy_path in list_images(realphotos / "polyu" / "real"):
         clean_path = realphotos / "polyu" / "mean" / noisy_path.name.replace("_real", "_mean")
@@ -104,12 +108,6 @@ def polyu(restorer: Restorer, detector: Detector, realphotos: Path, cbm3d: float
             row["CBM3D"] = score(_cbm3d(noisy, cbm3d), clean)
         rows.append(row)
     return rows
-
-
-def _checkpoint_of(restorer: Restorer):
-    from dfpir_cli.weights.checkpoint import Checkpoint
-
-    return Checkpoint(restorer.model, restorer.prompts)
 
 
 def _summary(rows: list[dict], columns: list[str]) -> dict[str, dict[str, float]]:
@@ -148,7 +146,8 @@ def main() -> None:
     checkpoint = resolve_weights(args.weights, "cpu")
     detector = Detector.load(args.detector)
     started = time.perf_counter()
-    rows = detection(detector, args.realphotos, args.realsets, known_families(checkpoint.prompts.names))
+    rows = detection(detector, args.realphotos, args.realsets, known_families(checkpoint.prompts.names),
+                     AutoPolicy.of(checkpoint.metadata))
     report: dict = {"detection": rows}
     table = Table(title="Blind detection on real photos (dev set) and on the clean photos of the real test splits")
     for column in ("group", "expected", "photos", "detected", "decisions"):
@@ -169,7 +168,7 @@ def main() -> None:
                 console.print("[yellow]bm3d is not installed (pip install bm3d): no CBM3D column[/]")
                 cbm3d = 0.0
         restorer = Restorer(checkpoint, None, torch.device("cpu"), args.precision)
-        polyu_rows = polyu(restorer, detector, args.realphotos, cbm3d)
+        polyu_rows = polyu(checkpoint, restorer, detector, args.realphotos, cbm3d)
         columns = ["auto", *[n for n in checkpoint.prompts.names if n.startswith("noise")], *(["CBM3D"] if cbm3d else [])]
         summary = _summary(polyu_rows, ["input", *columns])
         report["polyu"] = {"summary": summary, "photos": polyu_rows, "precision": restorer.precision}
