@@ -76,14 +76,14 @@ EVAL_HELP = "\n\n".join((
     "[bold]--dataset all[/] scores every one of those datasets found in a sub-folder of --root (or of the datasets "
     "folder), for example the real test splits: dfpir eval --dataset all --root ../shared/realsets --classic.",
     "[bold]--classic[/] adds a column for a classic, non-learned method of each degradation (non-local means, a "
-    "5x5 median, the dark channel prior, Richardson-Lucy, CLAHE: dfpir_cli.classic), so the report shows what "
+    "5x5 median, the dark channel prior, Richardson-Lucy, CLAHE: dfpir_cli.evaluate.classic), so the report shows what "
     "the learned model adds over the textbook; non-local means takes seconds per image.",
     "[bold]--dataset paired[/] --input-dir A --target-dir B --degradation NAME pairs files by name and "
     "reports the files left unpaired.",
     f"[bold]--dataset synthetic[/] degrades the clean photos shipped with scikit-image ({', '.join(SHIPPED_PHOTOS)}; "
     f"or your own with --images DIR), scaled and centre-cropped to {SYNTHETIC_SIZE}x{SYNTHETIC_SIZE} (--size), "
     "with seeded synthetic noise (sigma 15/25/50), rain streaks, haze (atmospheric scattering), motion blur and "
-    "low light (dfpir_cli.synthesis), and scores the degraded input beside the model.",
+    "low light (dfpir_cli.data.synthesis), and scores the degraded input beside the model.",
     "The protocol is the paper's unless told otherwise: both images centre-cropped to a multiple of 16, the "
     "restored image clipped to [0, 1], PSNR/SSIM on full RGB with scikit-image (uniform 7x7 SSIM window). "
     "The report states the conventions used. For the paper's datasets the paper's numbers (Tables 1 and 2) "

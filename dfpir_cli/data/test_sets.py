@@ -382,5 +382,5 @@ def synthetic_sets(degradations: Sequence[str], images: Path | None = None, seed
     shown = [p.relative_to(images).as_posix() for p in paths] if images is not None else list(SHIPPED_PHOTOS)
     pairs = tuple(Pair(name, None, path) for name, path in zip(shown, paths, strict=True))
     shape = f"{size}x{size} crops" if size else "full size"
-    return [TestSet("synthetic", name, pairs, f"{where}, {shape}, degraded by dfpir_cli.synthesis with seed {seed}",
+    return [TestSet("synthetic", name, pairs, f"{where}, {shape}, degraded by dfpir_cli.data.synthesis with seed {seed}",
                     extra={"seed": seed, "size": size}) for name in degradations]

@@ -100,7 +100,7 @@ def restore_any_size(model: DFPIR, image: torch.Tensor, text_code: torch.Tensor,
     """Run the network on any H, W: reflect-pad to ``model.multiple_of``, then crop back.
 
     ``forward(image, text_code)`` runs the network (default: ``model`` itself), for a caller that wraps the
-    pass, as :class:`dfpir_cli.precision.FiniteGuard` does to re-run a non-finite one in a safer precision.
+    pass, as :class:`dfpir_cli.base.precision.FiniteGuard` does to re-run a non-finite one in a safer precision.
     """
     height, width = image.shape[-2:]
     multiple = model.multiple_of
