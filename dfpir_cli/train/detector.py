@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..base.imageio import read_image
-from ..data.synthesis import camera_noise, gaussian_noise, photographed_rain, synthesize
+from ..data.synthesis import camera_noise, gaussian_noise, jpeg, photographed_rain, synthesize
 from ..data.test_sets import list_images
 from ..detect.detector import RESTORE_ORDER, Detector, decide
 from ..detect.network import DetectorConfig, DetectorNet
@@ -157,15 +157,6 @@ def _region(photo: np.ndarray, size: int, rng: np.random.Generator, rescale: boo
     return np.ascontiguousarray(image)
 
 
-def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    bgr = (image[..., ::-1] * 255).round().astype(np.uint8)
-    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
-    if decoded is None:
-        return image
-    return decoded[..., ::-1].astype(np.float32) / 255.0
-
-
 def make_sample(photo: np.ndarray, recipe: DetectorRecipe, config: DetectorConfig,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(crops, thumbnail, family targets, noise sigma or 0) of one seeded training sample."""
@@ -208,7 +199,7 @@ def _views(image: np.ndarray, target: np.ndarray, sigma: float, recipe: Detector
            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Maybe JPEG-compress, round to 8 bits and cut into the network's views."""
     if rng.random() < recipe.jpeg_share:
-        image = _jpeg(image, int(rng.integers(75, 96)))
+        image = jpeg(image, int(rng.integers(75, 96)))
     image = (np.clip(image, 0, 1) * 255).round().astype(np.float32) / 255.0  # photos are 8-bit
     return (random_crops(image, config.crop, config.crops, rng), thumbnail(image, config.thumbnail), target, sigma)
 
