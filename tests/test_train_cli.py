@@ -67,7 +67,11 @@ def test_train_on_reference_layouts_under_a_data_root(tmp_path: Path) -> None:
         write_image(root / "Denoise" / f"{i:04d}.png", seed=i)
         write_image(root / "Derain" / "rainy" / f"rain-{i + 1}.png", seed=i + 10)
         write_image(root / "Derain" / "gt" / f"norain-{i + 1}.png", seed=i)
+    for i in range(2):  # real pairs for noise15 beside the synthesised noise
+        write_image(root / "real_noise" / "input" / f"{i}.png", seed=i + 20)
+        write_image(root / "real_noise" / "target" / f"{i}.png", seed=i)
     result = runner.invoke(app, ["train", "--degradations", "noise15,noise50,rain", "--data-root", str(root),
+                                 "--pairs", f"noise15={root / 'real_noise'}", "--pairs-repeat", "2",
                                  *MICRO_ARGS, "--steps", "2", "--finetune-steps", "0", "--patch-size", "32",
                                  "--batch-size", "3", "-o", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
@@ -111,6 +115,9 @@ def test_bad_inputs_get_clear_messages(tmp_path: Path, photos: Path) -> None:
 
     tasks = runner.invoke(app, [*base, "--tasks", "4", "--clean-dir", str(photos)])
     assert tasks.exit_code == 2 and "--tasks must be 3" in tasks.output
+
+    pairs = runner.invoke(app, [*base, "--degradations", "rain", "--clean-dir", str(photos), "--pairs", "rain"])
+    assert pairs.exit_code == 2 and "write NAME=DIR" in pairs.output
 
     loss = runner.invoke(app, [*base, "--degradations", "rain", "--clean-dir", str(photos), "--loss", "l3"])
     assert loss.exit_code == 2 and "unknown loss 'l3': choose one of l1, mse" in loss.output

@@ -122,6 +122,30 @@ def test_clean_dir_serves_every_degradation_and_repeat_multiplies(tmp_path: Path
     assert all(pair.input is None for pair in data.train)
 
 
+def test_real_pairs_join_a_degradations_synthesised_data(tmp_path: Path) -> None:
+    for i in range(3):
+        write_image(tmp_path / "clean" / f"photo{i}.jpg", seed=i)
+    for i in range(4):  # PolyU's layout: the same name in real/ and mean/
+        write_image(tmp_path / "polyu" / "real" / f"Canon_{i}.JPG", seed=i + 10)
+        write_image(tmp_path / "polyu" / "mean" / f"Canon_{i}.JPG", seed=i + 20)
+    write_image(tmp_path / "pairs" / "input" / "a.png", seed=1)
+    write_image(tmp_path / "pairs" / "target" / "a.png", seed=2)
+    data = build_training_data(("noise15", "rain"), clean_dir=tmp_path / "clean", patch_size=32, val_per_task=1,
+                               pairs={"noise15": tmp_path / "polyu"}, pairs_repeat=5)
+    assert data.counts() == {"noise15": (2 + 3 * 5, 2), "rain": (2, 1)}
+    real = [pair for pair in data.train if pair.input is not None]
+    assert len(real) == 15 and all(pair.input.parent.name == "real" and pair.target.parent.name == "mean"
+                                   and pair.input.name == pair.target.name for pair in real)
+    alone = build_training_data(("noise15",), pairs={"noise15": tmp_path / "pairs"}, patch_size=32, val_per_task=0)
+    assert [(pair.input.name, pair.target.parent.name) for pair in alone.train] == [("a.png", "target")]
+    with pytest.raises(DatasetError, match="rain is not one of the degradations"):
+        build_training_data(("noise15",), clean_dir=tmp_path / "clean", pairs={"rain": tmp_path / "pairs"})
+    with pytest.raises(DatasetError, match="no degraded/clean pairs found. Expected input/NAME with target/NAME"):
+        build_training_data(("noise15",), clean_dir=tmp_path / "clean", pairs={"noise15": tmp_path / "clean"})
+    with pytest.raises(DatasetError, match="does not exist"):
+        build_training_data(("noise15",), pairs={"noise15": tmp_path / "nowhere"})
+
+
 def test_samples_are_reproducible_synthesised_and_padded(tmp_path: Path) -> None:
     write_image(tmp_path / "a.png", height=24, width=30)
     write_image(tmp_path / "b.png", height=64, width=64, seed=2)

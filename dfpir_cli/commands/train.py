@@ -69,6 +69,16 @@ def _network(preset: str, text_dim: int | None) -> tuple[DFPIRConfig, str]:
     return config, preset
 
 
+def _real_pairs(values: list[str] | None) -> dict[str, Path]:
+    pairs = {}
+    for value in values or []:
+        name, _, folder = value.partition("=")
+        if not name or not folder:
+            raise InputError(f"--pairs {value!r}: write NAME=DIR, such as noise15=PolyU/")
+        pairs[resolve_degradation(name)] = Path(folder)
+    return pairs
+
+
 def _repeats(values: list[str] | None) -> dict[str, int]:
     repeats = {}
     for value in values or []:
@@ -123,10 +133,9 @@ def _data_table(data: TrainingData) -> Table:
     table = Table(title="training data")
     for column in ("degradation", "train pairs", "val pairs", "source"):
         table.add_column(column)
-    source_of = {name: source for source in data.sources for name in source.names}
     for name, (train_count, val_count) in data.counts().items():
-        source = source_of[name]
-        table.add_row(name, f"{train_count:,}", str(val_count), f"{source.root} ({source.kind})")
+        sources = "\n".join(f"{source.root} ({source.kind})" for source in data.sources if name in source.names)
+        table.add_row(name, f"{train_count:,}", str(val_count), sources)
     return table
 
 
@@ -307,6 +316,13 @@ def train(
         "--identity", help="Share of training patches (0-1) given the clean photo as input and target under the "
                            "task's prompt, so that a photo without the degradation comes back unchanged. 0 is the "
                            "paper's recipe.")] = 0.0,
+    pairs: Annotated[list[str] | None, typer.Option(
+        "--pairs", help="NAME=DIR: real degraded/clean pairs that join a degradation's data, such as real camera "
+                        "noise for noise15 (--pairs noise15=PolyU/). DIR holds input/ with target/ (same file "
+                        "names), the family's own layout, or PolyU's real/X_real with mean/X_mean. Repeatable.")] = None,
+    pairs_repeat: Annotated[int, typer.Option(
+        "--pairs-repeat", min=1, help="Use each --pairs folder's pairs this many times per epoch (a few dozen real "
+                                      "pairs beside hundreds of synthesised photos).")] = 1,
     repeat: Annotated[list[str] | None, typer.Option(
         "--repeat", help="NAME=COUNT: use a degradation's pairs COUNT times per epoch (the reference code "
                          "repeats Rain100L 120 times: --repeat rain=120). Repeatable.")] = None,
@@ -376,7 +392,8 @@ def train(
                             identity=identity)
             folders = {"noise": noise_dir, "rain": rain_dir, "haze": haze_dir, "blur": blur_dir,
                        "lowlight": lowlight_dir}
-            if data_root is None and clean_dir is None and not any(folders.values()):
+            real_pairs = _real_pairs(pairs)
+            if data_root is None and clean_dir is None and not any(folders.values()) and not real_pairs:
                 found = require_training_folders(names)  # the datasets folder's train/, or what is missing there
                 data_root = found.root
                 if not quiet:
@@ -388,7 +405,8 @@ def train(
             with _scan_status(not quiet and is_interactive()) as progress:
                 data = build_training_data(names, data_root=data_root, folders=folders, clean_dir=clean_dir,
                                            patch_size=largest_patch, val_per_task=val_per_task, seed=seed,
-                                           repeat=_repeats(repeat), progress=progress)
+                                           repeat=_repeats(repeat), pairs=real_pairs, pairs_repeat=pairs_repeat,
+                                           progress=progress)
             if not quiet:
                 console.print(_data_table(data))
                 _report_data(data, largest_patch)

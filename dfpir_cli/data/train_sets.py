@@ -10,6 +10,10 @@ uses); a paired folder serves one degradation:
 - blur: GoPro ``blur/`` with ``sharp/`` (per scene folder, same file names);
 - lowlight: LOL ``low/`` with ``high/`` (same file names).
 
+Real pairs for any one degradation (``--pairs NAME=DIR``, such as real camera noise for noise15) join its other
+data: ``input/`` with ``target/`` (same file names), the family's own layout, or PolyU's ``real/`` with ``mean/``
+(``X_real`` with ``X_mean``).
+
 Every random choice a training sample needs (crop, flips, synthetic degradation) comes from a generator
 seeded by ``(seed, phase, position)``, where *position* counts samples in the global stream. The stream is
 a seeded permutation per epoch, each global batch is a run of consecutive positions and each process takes
@@ -60,6 +64,10 @@ def _same_stem(stem: str) -> str:
     return stem
 
 
+def _polyu_stem(stem: str) -> str:
+    return stem[: -len("_real")] + "_mean" if stem.endswith("_real") else stem
+
+
 LAYOUTS: dict[str, PairedLayout] = {layout.family: layout for layout in (
     PairedLayout("rain", ("derain", "Derain", "rain", "Rain100L"), (("rainy", "gt"), ("input", "target")),
                  _rain_stem, "Rain100L style: rainy/rain-N.png with gt/norain-N.png"),
@@ -71,6 +79,8 @@ LAYOUTS: dict[str, PairedLayout] = {layout.family: layout for layout in (
     PairedLayout("lowlight", ("lowlight", "low-light", "LOL", "lol"), (("low", "high"), ("input", "target")),
                  _same_stem, "LOL style: low/NAME.png with high/NAME.png"),
 )}
+REAL_PAIRS = PairedLayout("real", (), (("input", "target"), ("real", "mean")), _polyu_stem,
+                          "input/NAME with target/NAME, or PolyU's real/X_real with mean/X_mean")
 NOISE_FOLDERS = ("denoise", "Denoise", "noise", "clean")
 FAMILIES = ("noise", "rain", "haze", "blur", "lowlight")
 
@@ -92,6 +102,7 @@ class Source:
     root: Path
     pairs: list[tuple[Path | None, Path]]
     kind: str  # "clean" (synthesised) or the paired layout's description
+    repeat: int | None = None  # times per epoch; None: the degradation's --repeat
 
 
 @dataclass
@@ -128,6 +139,10 @@ def _numeric_key(path: Path) -> list:
     return [int(token) if token.isdigit() else token for token in re.split(r"(\d+)", str(path))]
 
 
+class NoPairsFound(DatasetError):
+    """A folder holds none of a layout's (degraded, clean) folder pairs."""
+
+
 def pair_layout(root: Path, layout: PairedLayout) -> list[tuple[Path | None, Path]]:
     """Pair the degraded and clean files of one paired training set; list what is missing if anything is."""
     if not root.is_dir():
@@ -141,7 +156,7 @@ def pair_layout(root: Path, layout: PairedLayout) -> list[tuple[Path | None, Pat
             break
     if not found:
         expected = " or ".join(f"{d}/ with {c}/" for d, c in layout.dirs)
-        raise DatasetError(f"{root} has no {layout.family} pairs: expected {expected} ({layout.description}). "
+        raise NoPairsFound(f"{root} has no {layout.family} pairs: expected {expected} ({layout.description}). "
                            f"Point --{layout.family}-dir at the folder that holds them.")
     pairs: list[tuple[Path, Path]] = []
     missing: list[str] = []
@@ -179,12 +194,29 @@ def _clean_source(names: tuple[str, ...], root: Path, what: str) -> Source:
     return Source(names, root, [(None, path) for path in images], "clean images, degraded on the fly")
 
 
+def real_pairs_source(name: str, folder: Path, repeat: int = 1) -> Source:
+    """Real degraded/clean pairs for one degradation (``--pairs NAME=DIR``), repeated ``repeat`` times per epoch."""
+    family = DEGRADATIONS[name].family
+    layouts = [REAL_PAIRS] + ([LAYOUTS[family]] if family in LAYOUTS else [])
+    if not folder.is_dir():
+        raise DatasetError(f"--pairs {name}={folder}: the folder does not exist")
+    for layout in layouts:
+        try:
+            return Source((name,), folder, pair_layout(folder, layout), f"real pairs, {layout.description}", repeat)
+        except NoPairsFound:
+            continue
+    expected = "; ".join(layout.description for layout in layouts)
+    raise DatasetError(f"--pairs {name}={folder}: no degraded/clean pairs found. Expected {expected}.")
+
+
 def find_sources(degradations: Sequence[str], data_root: Path | None = None,
-                 folders: Mapping[str, Path | None] | None = None, clean_dir: Path | None = None) -> list[Source]:
+                 folders: Mapping[str, Path | None] | None = None, clean_dir: Path | None = None,
+                 pairs: Mapping[str, Path] | None = None, pairs_repeat: int = 1) -> list[Source]:
     """Where each degradation's data comes from: an explicit folder, a sub-folder of ``data_root``, or ``clean_dir``.
 
     ``folders`` maps a family (noise, rain, haze, blur, lowlight) to its folder and wins over ``data_root``;
-    a family found in neither is synthesised from ``clean_dir`` when one is given.
+    a family found in neither is synthesised from ``clean_dir`` when one is given. ``pairs`` maps a degradation
+    to a folder of real pairs that joins its data (:func:`real_pairs_source`).
     """
     folders = {family: Path(path) for family, path in (folders or {}).items() if path is not None}
     by_family: dict[str, list[str]] = {}
@@ -194,14 +226,16 @@ def find_sources(degradations: Sequence[str], data_root: Path | None = None,
     synthesised: list[str] = []
     for family, names in by_family.items():
         folder = folders.get(family)
+        defaults = NOISE_FOLDERS if family == "noise" else LAYOUTS[family].folders
         if folder is None and data_root is not None:
-            defaults = NOISE_FOLDERS if family == "noise" else LAYOUTS[family].folders
             folder = next((data_root / name for name in defaults if (data_root / name).is_dir()), None)
-            if folder is None and clean_dir is None:
-                raise DatasetError(
-                    f"no training folder for {family} ({', '.join(names)}) in {data_root}: looked for "
-                    f"{', '.join(defaults)}. Create one, pass --{family}-dir DIR, or pass --clean-dir to "
-                    "synthesise it from clean photos.")
+        if folder is None and clean_dir is None and all(name in (pairs or {}) for name in names):
+            continue  # real pairs alone
+        if folder is None and clean_dir is None and data_root is not None:
+            raise DatasetError(
+                f"no training folder for {family} ({', '.join(names)}) in {data_root}: looked for "
+                f"{', '.join(defaults)}. Create one, pass --{family}-dir DIR, or pass --clean-dir to "
+                "synthesise it from clean photos.")
         if folder is None:
             if clean_dir is None:
                 raise DatasetError(f"no training data for {family}: pass --data-root, --{family}-dir or --clean-dir")
@@ -214,6 +248,11 @@ def find_sources(degradations: Sequence[str], data_root: Path | None = None,
     if synthesised:
         assert clean_dir is not None  # a family is synthesised only when there is a clean_dir
         sources.append(_clean_source(tuple(synthesised), Path(clean_dir), "--clean-dir"))
+    for name, folder in (pairs or {}).items():
+        if name not in degradations:
+            raise DatasetError(f"--pairs {name}={folder}: {name} is not one of the degradations trained "
+                               f"({', '.join(degradations)})")
+        sources.append(real_pairs_source(name, Path(folder), pairs_repeat))
     return sources
 
 
@@ -290,11 +329,12 @@ def split_sources(sources: list[Source], degradations: Sequence[str], val_per_ta
         rng = np.random.default_rng([seed, 7919, number])
         held_out = {targets[i] for i in rng.permutation(len(targets))[:max(held, 0)]}
         for name in source.names:
+            times = source.repeat if source.repeat is not None else repeat.get(name, 1)
             for target in targets:
                 if target in held_out:
                     val.append(Pair(name, target, groups[target][0]))
                 else:
-                    train += [Pair(name, target, degraded) for degraded in groups[target]] * repeat.get(name, 1)
+                    train += [Pair(name, target, degraded) for degraded in groups[target]] * times
     train.sort(key=lambda pair: order[pair.degradation])
     val.sort(key=lambda pair: order[pair.degradation])
     return train, val
@@ -303,15 +343,16 @@ def split_sources(sources: list[Source], degradations: Sequence[str], val_per_ta
 def build_training_data(degradations: Sequence[str], *, data_root: Path | None = None,
                         folders: Mapping[str, Path | None] | None = None, clean_dir: Path | None = None,
                         patch_size: int = 128, val_per_task: int = 8, seed: int = 0,
-                        repeat: dict[str, int] | None = None,
-                        progress: Callable[[int, int], None] | None = None) -> TrainingData:
+                        repeat: dict[str, int] | None = None, pairs: Mapping[str, Path] | None = None,
+                        pairs_repeat: int = 1, progress: Callable[[int, int], None] | None = None) -> TrainingData:
     """Find, pair, check and split the training data of ``degradations`` (canonical names)."""
-    if data_root is None and clean_dir is None and not any((folders or {}).values()):
+    if data_root is None and clean_dir is None and not any((folders or {}).values()) and not pairs:
         raise DatasetError("no training data: pass --data-root DIR (one sub-folder per task), per-task folders "
                            "such as --rain-dir, or --clean-dir DIR to synthesise every degradation from clean photos")
     if data_root is not None and not Path(data_root).is_dir():
         raise DatasetError(f"--data-root {data_root} is not a folder")
-    sources = find_sources(degradations, Path(data_root) if data_root else None, folders, clean_dir)
+    sources = find_sources(degradations, Path(data_root) if data_root else None, folders, clean_dir, pairs,
+                           pairs_repeat)
     report = scan(sources, patch_size, progress)
     train, val = split_sources(sources, degradations, val_per_task, seed, repeat)
     return TrainingData(tuple(degradations), train, val, sources, report)
