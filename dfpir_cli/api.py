@@ -17,10 +17,11 @@ PNG the CLI would write. Arrays are RGB: flip OpenCV's BGR first (``image[..., :
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from .restore.pipeline import (
     Choice,
     Chooser,
     InputFile,
+    RestoreListener,
     Restorer,
     auto_chooser,
     chain_chooser,
@@ -113,10 +115,21 @@ class DFPIRRestorer:
         loaded the first time auto mode or :meth:`detect` needs it."""
         torch_device = pick_device(device)
         self.checkpoint: Checkpoint = resolve_weights(weights, torch_device)
-        self._restorer = Restorer(self.checkpoint, None, torch_device, precision, tile, tile_overlap, batch_size,
-                                  views=self_ensemble, haze_guide=haze_guide)
+        self._options: dict[str, Any] = {"precision": precision, "tile": tile, "overlap": tile_overlap, "batch_size": batch_size,
+                         "views": self_ensemble, "haze_guide": haze_guide}
+        self._restorer = Restorer(self.checkpoint, None, torch_device, **self._options)
         self._detector_path = detector
         self._detector: Detector | None = None
+
+    def with_options(self, *, self_ensemble: int | None = None, precision: str | None = None) -> DFPIRRestorer:
+        """A restorer with another ``self_ensemble`` or ``precision`` (None: this one's) that shares these loaded
+        weights and this detector: no second copy of the network in memory (``dfpir app`` switches options per
+        click this way)."""
+        changes = {"views": self_ensemble, "precision": precision}
+        other = copy.copy(self)
+        other._options = {**self._options, **{key: value for key, value in changes.items() if value is not None}}
+        other._restorer = Restorer(self.checkpoint, None, self.device, **other._options)
+        return other
 
     @property
     def degradations(self) -> tuple[str, ...]:
@@ -206,16 +219,18 @@ class DFPIRRestorer:
         return [self.restore(image, degradation) for image in images]
 
     def restore_file(self, source: str | Path, target: str | Path, degradation: str | None = "auto",
-                     overwrite: bool = True) -> Path:
+                     overwrite: bool = True, listener: RestoreListener | None = None) -> Path:
         """Restore the image file ``source`` into ``target`` as ``dfpir restore`` writes it (the format from
         ``target``'s suffix; depth, alpha, grey, EXIF and ICC kept; written atomically; a photo found clean in
-        auto mode is copied unchanged). ``target`` may not be ``source``."""
+        auto mode is copied unchanged). ``target`` may not be ``source``. ``listener`` hears what the CLI's
+        progress display hears: the detector's choice, the plan, the forward passes as they finish."""
         source, target = Path(source), Path(target)
         if target.suffix.lower() not in FORMATS:
             raise InputError(f"{target}: name the output with one of the suffixes dfpir writes: "
                              f"{', '.join(sorted(FORMATS))}")
         summary = restore_files([InputFile(source, Path(target.name))], [], self._restorer, target.parent,
-                                ext=target.suffix, overwrite=overwrite, chooser=self._chooser(degradation))
+                                ext=target.suffix, overwrite=overwrite, listener=listener,
+                                chooser=self._chooser(degradation))
         result = summary.results[0]
         if result.status == "failed":
             raise InputError(result.reason)

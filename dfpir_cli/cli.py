@@ -10,6 +10,7 @@ import typer
 
 from . import __version__
 from .base.device import keep_freed_memory
+from .commands import app as app_command
 from .commands import detect as detect_command
 from .commands import fetch_weights, info, push_weights
 from .commands import restore as restore_command
@@ -73,6 +74,7 @@ _command("detect", detect_command.detect)
 _command("eval", eval_command)
 _command("train", train_command.train)
 _command("train-detector", train_detector_command)
+_command("app", app_command.app)
 
 
 if __name__ == "__main__":  # python -m dfpir_cli.cli

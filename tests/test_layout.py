@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evaluate",),  # scoring restorations over test sets
     ("train",),  # training the network and the detector
     ("api",),  # the Python API: DFPIRRestorer and restore(), a face of the restore core beside the commands
+    ("app",),  # the web app (dfpir app): a page over the Python API
     ("commands",),  # thin Typer commands
     ("cli",),  # the Typer app: dfpir_cli.cli:app
     ("__main__",),  # python -m dfpir_cli

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import DfpirError
 
@@ -33,7 +34,7 @@ def handle_errors() -> Iterator[None]:
     except DfpirError as error:
         if debug_state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(USAGE_ERROR) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
