@@ -7,9 +7,14 @@ test fails naming the command, the deadline and the output so far, so CI says "h
 from __future__ import annotations
 
 import os
+import queue
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,3 +86,47 @@ def run(command: Sequence[str | Path], cwd: Path, timeout: float, expect: int | 
         assert result.returncode == expect, (f"{' '.join(map(str, command))} exited {result.returncode}\n"
                                              f"--- stdout\n{stdout[-3000:]}\n--- stderr\n{stderr[-3000:]}")
     return result
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the OS's choice), for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LineReader:
+    """Reads a process's stdout in a thread, so a test can wait for one line and still get all of it later."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process, self.lines, self._queue = process, [], queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:  # type: ignore[union-attr]
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        """The first line matching ``pattern``; fail the test (and kill the process) on a deadline or its exit."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.lines.append(line)
+            if match := re.search(pattern, line):
+                return match
+        kill_group(self.process)
+        stderr = self.process.stderr.read() if self.process.stderr else ""
+        pytest.fail(f"{' '.join(map(str, self.process.args))} printed no line matching {pattern!r} in {timeout:.0f} s"
+                    f"\n--- stdout\n{''.join(self.lines)[-3000:]}\n--- stderr\n{stderr[-3000:]}", pytrace=False)
+
+    def text(self) -> str:
+        """Everything it printed, once it has exited."""
+        while (line := self._queue.get(timeout=10)) is not None:
+            self.lines.append(line)
+        return "".join(self.lines)
