@@ -115,8 +115,8 @@ class DFPIRRestorer:
         loaded the first time auto mode or :meth:`detect` needs it."""
         torch_device = pick_device(device)
         self.checkpoint: Checkpoint = resolve_weights(weights, torch_device)
-        self._options: dict[str, Any] = {"precision": precision, "tile": tile, "overlap": tile_overlap, "batch_size": batch_size,
-                         "views": self_ensemble, "haze_guide": haze_guide}
+        self._options: dict[str, Any] = {"precision": precision, "tile": tile, "overlap": tile_overlap,
+                                         "batch_size": batch_size, "views": self_ensemble, "haze_guide": haze_guide}
         self._restorer = Restorer(self.checkpoint, None, torch_device, **self._options)
         self._detector_path = detector
         self._detector: Detector | None = None

@@ -22,10 +22,10 @@ INTRO = ("# dfpir: restore photos\n"
          "`dfpir restore` writes: same format, bit depth, alpha and metadata.")
 
 
-def _summary(results: list[PhotoResult], count: int) -> str:
+def _summary(run: int, results: list[PhotoResult], count: int) -> str:
     restored = sum(not result.error for result in results)
     refused = len(results) - restored
-    text = f"{restored} of {count} photos restored" + (f", {refused} refused (see below)" if refused else "")
+    text = f"Run {run}: {restored} of {count} photos restored" + (f", {refused} refused (see below)" if refused else "")
     return text + ("." if len(results) == count else f"; restoring photo {len(results) + 1}...")
 
 
@@ -52,6 +52,7 @@ def build_page(service: RestoreService, debug: bool = False) -> gr.Blocks:
                 status = gr.Markdown(elem_id="status")
                 download_all = gr.DownloadButton("Download all (zip)", visible=False, elem_id="download-all", size="md")
                 results = gr.State([])
+                runs = gr.State(0)  # this browser's restores, numbered in the status line
 
                 @gr.render(inputs=results)
                 def show(shown: list[PhotoResult]) -> None:
@@ -69,18 +70,19 @@ def build_page(service: RestoreService, debug: bool = False) -> gr.Blocks:
             except DfpirError as error:
                 raise gr.Error(str(error)) from None
 
-        def restore(uploads: list[str] | None, named: str, ensemble: int, chosen_precision: str, name: str,
+        def restore(uploads: list[str] | None, named: str, ensemble: int, chosen_precision: str, name: str, run: int,
                     progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008 - Gradio's way to ask for progress
             if not uploads:
                 raise gr.Error("Drop one or more photos first (PNG, JPEG, TIFF, BMP or WebP).")
             options = Options(named or AUTO, name, int(ensemble), chosen_precision)
             done: list[PhotoResult] = []
-            yield done, _summary(done, len(uploads)), gr.update(visible=False)
+            run += 1
+            yield done, _summary(run, done, len(uploads)), gr.update(visible=False), run
             try:
                 for result in service.restore([Path(upload) for upload in uploads], options,
                                               lambda fraction, what: progress(fraction, desc=what)):
                     done.append(result)
-                    yield done, _summary(done, len(uploads)), gr.update(visible=False)
+                    yield done, _summary(run, done, len(uploads)), gr.update(visible=False), run
             except DfpirError as error:  # the weights could not load: the page says why, the app goes on
                 raise gr.Error(str(error)) from None
             except Exception as error:  # noqa: BLE001 - the edge of the app: it keeps serving
@@ -89,11 +91,11 @@ def build_page(service: RestoreService, debug: bool = False) -> gr.Blocks:
                 raise gr.Error(f"internal error: {type(error).__name__}: {error}. Start the app with "
                                "`dfpir --debug app` for the traceback, and please report it.") from None
             archive = zip_results(done, service.workspace.request_folder() / "restored.zip")
-            yield done, _summary(done, len(uploads)), gr.update(value=str(archive) if archive else None,
-                                                                visible=archive is not None)
+            yield done, _summary(run, done, len(uploads)), gr.update(value=str(archive) if archive else None,
+                                                                     visible=archive is not None), run
 
         chosen_weights.change(change_weights, chosen_weights, degradation, concurrency_id="model",
                               concurrency_limit=1)
-        button.click(restore, [files, degradation, views, precision, chosen_weights],
-                     [results, status, download_all], concurrency_id="model", concurrency_limit=1)
+        button.click(restore, [files, degradation, views, precision, chosen_weights, runs],
+                     [results, status, download_all, runs], concurrency_id="model", concurrency_limit=1)
     return page

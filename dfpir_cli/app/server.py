@@ -11,6 +11,7 @@ from .service import DEFAULT_MAX_MEGAPIXELS, RestoreService, Workspace
 
 INSTALL_HINT = ('dfpir app needs Gradio, an optional extra: pip install "dfpir-cli[app]" (in a checkout of dfpir: '
                 'pip install -e ".[app]" -c constraints.txt)')
+STOP_TIMEOUT = 10.0  # seconds a stopping app waits for the photo it is restoring
 
 
 class MissingExtra(DfpirError):
@@ -23,10 +24,13 @@ class RunningApp:
     service: RestoreService
     page: object  # the gradio.Blocks serving it
 
-    def close(self) -> None:
-        """Stop serving and remove the workspace (uploads, results)."""
+    def close(self, timeout: float = STOP_TIMEOUT) -> bool:
+        """Stop serving, wait up to ``timeout`` seconds for a photo being restored, and remove the workspace
+        (uploads, results); whether no restore was left running (if one was, end the process with ``os._exit``:
+        finalizing the interpreter under a thread inside torch aborts it)."""
         try:
             self.page.close(verbose=False)  # type: ignore[attr-defined]
+            return self.service.stop(timeout)
         finally:
             self.service.workspace.close()
 

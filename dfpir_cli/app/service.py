@@ -145,6 +145,7 @@ class RestoreService:
         self.max_pixels = int(max_megapixels * 1e6)
         self._loaded: tuple[str, DFPIRRestorer] | None = None
         self._lock = threading.Lock()  # held for each load and each restore: one at a time, the others wait
+        self._stopping = False
 
     @property
     def has_gpu(self) -> bool:
@@ -172,6 +173,14 @@ class RestoreService:
             self._loaded = (key, restorer)
         return self._loaded[1]
 
+    def stop(self, timeout: float) -> bool:
+        """Start no more photos and wait up to ``timeout`` seconds for the one restoring; whether none is left."""
+        self._stopping = True
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
+            return True
+        return False
+
     def degradations(self, weights: str) -> list[str]:
         return [AUTO, *self.restorer(weights).degradations]
 
@@ -181,6 +190,8 @@ class RestoreService:
         for index, upload in enumerate(uploads):
             progress(index / len(uploads), f"{upload.name}: waiting for the model")
             listener = _Listener(progress, index, len(uploads), upload.name)
+            if self._stopping:
+                return
             with self._lock:
                 result = self._restore_one(upload, folder / f"{index:03d}", options, listener)
             yield result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Annotated
@@ -49,4 +50,7 @@ def app(
     finally:
         signal.signal(signal.SIGTERM, previous)
         console.print("dfpir app: stopping", highlight=False)
-        running.close()
+        if not running.close():
+            console.print("dfpir app: stopped in the middle of a restore", highlight=False)
+            console.file.flush()
+            os._exit(0)
