@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from app_server import running_app, stop
+from conftest import skip_unless_ci
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,10 +33,7 @@ def _chromium() -> str:
     if executable is None:
         missing.append(f"Chromium (apt-get install chromium, or set ${CHROMIUM_ENV})")
     if missing:
-        reason = f"the browser test needs {', '.join(missing)}: pip install -e \".[test]\" and Debian's chromium"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; CI=true, so this is an error, not a skip")
-        pytest.skip(reason)
+        skip_unless_ci(f"the browser test needs {', '.join(missing)}: pip install -e \".[test]\" and Debian's chromium")
     return executable
 
 
