@@ -1,4 +1,4 @@
-"""Stages 2 to 5 of the default checkpoint shipped in dfpir_cli/assets/default/ (issue 15).
+"""Stages 2 to 7 of the default checkpoint shipped in dfpir_cli/assets/default/ (issues 15 and 32).
 
 The first stage (scripts/train_default_model.py) trains the small preset from scratch on 28 package photos
 with the benchmark's classic synthesis. The next stages fine-tune it on real photos with mixed synthesis
@@ -11,7 +11,7 @@ Run from the repository root with the project's venv::
     .venv/bin/python scripts/train_default_model.py --no-ship --output runs/default-model       # stage 1
     .venv/bin/python scripts/fetch_training_photos.py runs/real-photos                           # real photos
     .venv/bin/python scripts/finetune_default_model.py --stage1 runs/default-model/run/final \\
-        --photos runs/real-photos/clean                                  # ~3 hours on 2 CPU cores, ships
+        --photos runs/real-photos/clean --polyu ../shared/realphotos/polyu   # ~4 hours on 2 CPU cores, ships
 
 What it does:
 
@@ -26,7 +26,13 @@ What it does:
    steps at lr 3e-4 with rain patches twice per epoch too, seed 3 (about 70 minutes); stage 4, 7,000 steps of
    4 patches of 96 px (more context per patch, as Restormer's progressive training) at lr 2e-4, seed 4 (about
    60 minutes); stage 5, 4,000 steps of 3 patches of 128 px at lr 1.5e-4, seed 5 (about 75 minutes on one
-   core, 2.3-2.9 patches/s). Ships the last stage's ``final/`` in float16.
+   core, 2.3-2.9 patches/s); stages 6 and 7 (issue 32) teach noise15 a real camera's noise with the PolyU
+   development pairs (``--polyu``; 35 pairs from 12 of its 15 scenes: the desk, wall and Sony toy scenes,
+   10 pairs, are held out to check the result) as ``dfpir train --pairs noise15=...``, on the fetched photos
+   alone: stage 6, 800 steps of 3 patches of 128 px at lr 1e-4, the pairs 25 times per epoch (noise15 also
+   twice), seed 7 (12 minutes on one core when the machine is free); stage 7 from stage 6's float32 weights,
+   1,200 steps with the pairs 150 times per epoch (about 45% of the patches), seed 8 (25 minutes). Ships the last
+   stage's ``final/`` in float16.
 
 Stages 2 and 3 ran with the first realistic rain model (within 15 degrees of vertical, density up to 0.6%);
 stage 4 with the second (up to 30 degrees and 1%, as a quarter of Rain100L's photos have); stage 5 with the
@@ -72,11 +78,15 @@ class Stage:
     args: tuple[str, ...]  # the rest of this stage's options
     patch: int = 64  # patch side; later stages see larger patches (more context) in smaller batches
     batch: int = 8
+    real_noise: int = 0  # the PolyU training pairs under noise15, this many times per epoch (0: none)
+    fetched_only: bool = False  # fetch_training_photos.py's photos alone, without the package photos
+    init_float16: bool = True  # start from the stage before in float16 (as it would have shipped), else float32
 
-    def train_args(self, steps: int | None = None) -> list[str]:
+    def train_args(self, steps: int | None = None, polyu: Path | str = "POLYU_TRAIN") -> list[str]:
         """``dfpir train``'s options for this stage; ``steps`` overrides its steps (smoke runs)."""
+        pairs = ["--pairs", f"noise15={polyu}", "--pairs-repeat", str(self.real_noise)] if self.real_noise else []
         return [*COMMON_ARGS, "--patch-size", str(self.patch), "--batch-size", str(self.batch), "--steps",
-                str(steps or self.steps), "--lr", self.lr, *self.args, "--seed", str(self.seed)]
+                str(steps or self.steps), "--lr", self.lr, *self.args, *pairs, "--seed", str(self.seed)]
 
 
 REPEATS = ("--repeat", "blur=2", "--repeat", "lowlight=2")  # blur and low-light patches twice per epoch
@@ -88,7 +98,15 @@ STAGES = (
           args=("--warmup-steps", "100", "--val-every", "1000", *RAIN_TOO)),
     Stage("stage5", seed=5, steps=4000, lr="1.5e-4", patch=128, batch=3,
           args=("--warmup-steps", "100", "--val-every", "1000", *RAIN_TOO)),
+    Stage("stage6", seed=7, steps=800, lr="1e-4", patch=128, batch=3, real_noise=25, fetched_only=True,
+          args=("--warmup-steps", "50", "--val-every", "1000", *RAIN_TOO, "--repeat", "noise15=2")),
+    Stage("stage7", seed=8, steps=1200, lr="1e-4", patch=128, batch=3, real_noise=150, fetched_only=True,
+          init_float16=False, args=("--warmup-steps", "50", "--val-every", "1000", *RAIN_TOO, "--repeat", "noise15=2")),
 )
+HELD_OUT_SCENES = ("Canon5D2_5_160_6400_desk_", "NikonD800_5-6_160_6400_wall_", "Sony_4-5_125_1600_toy_")
+AUTO_THRESHOLDS = {"blur": 0.9}
+AUTO_THRESHOLDS_WHY = ("this small CPU-trained model barely deblurs (+0.5 dB on the synthetic benchmark's blur, README): "
+                       "auto mode spends a blur pass only when the detector is nearly certain")
 SEED = STAGES[-1].seed
 RECIPE = "scripts/train_default_model.py, then scripts/finetune_default_model.py"
 
@@ -120,7 +138,10 @@ def ship(final: Path) -> None:
                  finetune_args={stage.name: " ".join(stage.train_args()) for stage in STAGES},
                  training_photos="stage 1: the package photos of train_default_model.py; stages 2 to 5: those and "
                                  "the 557 photos of fetch_training_photos.py (BSD400 crops, T91, BSD200 minus every "
-                                 "image equal to or cropped from a real test image)",
+                                 "image equal to or cropped from a real test image); stages 6 and 7: those 557 and "
+                                 "35 PolyU real camera-noise pairs (12 of the 15 scenes of the real-photos "
+                                 "development set; its desk, wall and Sony toy scenes held out)",
+                 auto_thresholds=AUTO_THRESHOLDS, auto_thresholds_why=AUTO_THRESHOLDS_WHY,
                  note="a small model trained on CPU so dfpir works offline; the paper-quality weights come from "
                       "`dfpir fetch-weights`")
     ASSET_DIR.chmod(0o755)  # the atomic save stages in a private temporary folder
@@ -137,7 +158,21 @@ def _trained_as(final: Path, stage: Stage, steps: int | None) -> bool:
             and phase.get("batch_size") == stage.batch)
 
 
-def run_stages(stage1: Path, photos: Path, output: Path, steps: int | None, resume: bool) -> Path:
+def polyu_training_pairs(polyu: Path, target: Path) -> Path:
+    """Copy the PolyU development pairs (``real/`` with ``mean/``) outside :data:`HELD_OUT_SCENES` to ``target``."""
+    for folder in ("real", "mean"):
+        (target / folder).mkdir(parents=True, exist_ok=True)
+    names = [path.name for path in sorted((polyu / "real").iterdir())
+             if path.is_file() and not path.name.startswith(HELD_OUT_SCENES) and (polyu / "mean" / path.name).is_file()]
+    for name in names:
+        for folder in ("real", "mean"):
+            shutil.copyfile(polyu / folder / name, target / folder / name)
+    print(f"{len(names)} PolyU pairs for noise15 in {target} (scenes held out: {', '.join(HELD_OUT_SCENES)})")
+    return target
+
+
+def run_stages(stage1: Path, photos: Path, output: Path, steps: int | None, resume: bool,
+               fetched: Path | None = None, polyu: Path | None = None) -> Path:
     """Train every stage of :data:`STAGES` in order; a stage whose ``final/`` was trained as it says is kept."""
     previous, name = stage1, "stage1"
     for stage in STAGES:
@@ -148,10 +183,16 @@ def run_stages(stage1: Path, photos: Path, output: Path, steps: int | None, resu
                                  f"steps, lr, patch or batch): remove {run} or choose another --output")
             print(f"{stage.name}: {run / 'final'} exists, not trained again")
         else:
-            init = save_float16(previous, output / f"{name}-float16")  # as the stage before would ship
+            # as the stage before would ship, or its float32 weights
+            init = save_float16(previous, output / f"{name}-float16") if stage.init_float16 else previous
             resuming = resume and (run / "resume.pt").is_file()  # a later stage of a resumed run starts afresh
-            command = [sys.executable, "-m", "dfpir_cli", "train", "--clean-dir", str(photos), "--init-weights",
-                       str(init), "--output", str(run), *stage.train_args(steps), *(["--resume"] if resuming else [])]
+            if stage.real_noise and (polyu is None or not (polyu / "real").is_dir()):
+                raise SystemExit(f"{stage.name} trains on the PolyU development pairs: pass --polyu DIR")
+            clean = fetched if stage.fetched_only and fetched is not None else photos
+            pairs = polyu_training_pairs(polyu, output / "polyu-train") if stage.real_noise and polyu else ""
+            command = [sys.executable, "-m", "dfpir_cli", "train", "--clean-dir", str(clean), "--init-weights",
+                       str(init), "--output", str(run), *stage.train_args(steps, pairs),
+                       *(["--resume"] if resuming else [])]
             print("$", " ".join(command), flush=True)
             subprocess.run(command, check=True, cwd=ROOT)
         previous, name = run / "final", stage.name
@@ -162,6 +203,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage1", type=Path, help="stage 1's checkpoint folder (run/final)")
     parser.add_argument("--photos", type=Path, help="real clean photos (fetch_training_photos.py)")
+    parser.add_argument("--polyu", type=Path, default=ROOT.parent / "shared" / "realphotos" / "polyu",
+                        help="PolyU development pairs (real/ with mean/) for stages 6 and 7")
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "default-finetune")
     parser.add_argument("--realsets", type=Path, default=Path(os.environ.get("DFPIR_REALSETS") or
                                                               ROOT.parent / "shared" / "realsets"))
@@ -182,7 +225,7 @@ def main() -> None:
                 shutil.copyfile(path, photos / path.name)
         _script("train_detector").check_no_test_images([photos], args.realsets)
         print(f"{len(exported)} package photos and those of {args.photos} in {photos}")
-        final = run_stages(args.stage1, photos, args.output, args.steps, args.resume)
+        final = run_stages(args.stage1, photos, args.output, args.steps, args.resume, args.photos, args.polyu)
     if not args.no_ship:
         ship(final)
         print(f"shipped {final} to {ASSET_DIR}")
