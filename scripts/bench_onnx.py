@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--degradation", "-d", default="haze")
     parser.add_argument("--size", default="456x480", help="HEIGHTxWIDTH of the tile (default: a 12 MP photo's tile)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds after the first (a first timed round "
+                                                               "of PyTorch fp32 once took 40x the next ones)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     height, width = (int(value) for value in args.size.lower().split("x"))
@@ -51,6 +53,9 @@ def main() -> None:
     variants = {"PyTorch fp32": pytorch(torch.float32), "PyTorch bf16 autocast": pytorch(torch.bfloat16),
                 "ONNX Runtime fp32": lambda: session.run(None, {INPUT_NAME: image.numpy()})[0]}
     outputs = {name: run() for name, run in variants.items()}  # warm-up, and the outputs compared
+    for _ in range(args.warmup):
+        for run in variants.values():
+            run()
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, run in variants.items():

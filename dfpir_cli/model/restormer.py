@@ -44,7 +44,9 @@ BAND_BYTES = 30 * 2**20
 def tracing() -> bool:
     """True while the network is being exported (ONNX) or compiled: the graph is then written for any H and W,
     so the forward pass takes whole maps, no bands, slices or in-place ops that depend on one size."""
-    return torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    # getattr: torch.compiler's is_compiling (2.3) and is_exporting (2.6) are newer than the oldest torch allowed.
+    return torch.onnx.is_in_onnx_export() or any(getattr(torch.compiler, name, bool)()
+                                                 for name in ("is_compiling", "is_exporting"))
 
 
 def row_bands(height: int, row_bytes: int, device: torch.device) -> list[tuple[int, int]]:
