@@ -42,6 +42,8 @@ def main() -> None:
         path = export_onnx(checkpoint, args.degradation, Path(folder) / "model.onnx").path
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = args.threads
+        # Its threads would otherwise spin after each run, taking the cores from the PyTorch variant timed next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def pytorch(dtype: torch.dtype) -> Callable[[], np.ndarray]:

@@ -9,9 +9,11 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import torch
 from cli_process import DFPIR as DFPIR_COMMAND
 from cli_process import run
 from conftest import make_checkpoint
+from PIL import Image
 from typer.testing import CliRunner
 
 from dfpir_cli.cli import app
@@ -152,3 +154,38 @@ def test_missing_onnx_packages_say_what_to_install(micro_checkpoint, tmp_path, m
                                terminal_width=200)
         assert result.exit_code == 2 and "onnx is not installed" in result.output and "Traceback" not in result.output
 
+
+
+def test_restore_backend_onnxruntime_restores_as_pytorch_fp32(micro_checkpoint, tmp_path):
+    from dfpir_cli.restore.pipeline import Restorer
+
+    checkpoint = load_checkpoint(micro_checkpoint)
+    pixels = torch.rand(3, 70, 90, generator=torch.Generator().manual_seed(0))
+    restored = {}
+    for backend in ("pytorch", "onnxruntime"):
+        restorer = Restorer(checkpoint, checkpoint.prompts.code("haze"), torch.device("cpu"), "fp32", tile=48,
+                            overlap=8, name="haze", backend=backend)
+        assert restorer.precision == "fp32" and restorer.precision_note == ""
+        restored[backend] = restorer.restore(pixels)
+    error = float(((restored["pytorch"] - restored["onnxruntime"]) ** 2).mean())
+    assert error > 0 and 10 * np.log10(1 / error) >= MIN_PSNR
+    note = Restorer(checkpoint, checkpoint.prompts.code("haze"), torch.device("cpu"), "bf16", name="haze",
+                    backend="onnxruntime").precision_note
+    assert note == "--backend onnxruntime runs fp32, not bf16"
+
+
+def test_restore_backend_is_checked(micro_checkpoint, tmp_path):
+    from dfpir_cli.errors import InputError
+    from dfpir_cli.restore.pipeline import Restorer
+
+    checkpoint = load_checkpoint(micro_checkpoint)
+    with pytest.raises(InputError, match="--backend tensorrt: choose one of pytorch, onnxruntime"):
+        Restorer(checkpoint, None, torch.device("cpu"), backend="tensorrt")
+    with pytest.raises(InputError, match="runs on the CPU, not on meta"):
+        Restorer(checkpoint, None, torch.device("meta"), backend="onnxruntime")
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)).save(photo)
+    result = runner.invoke(app, ["restore", str(photo), "-w", str(micro_checkpoint), "-d", "rain", "--backend",
+                                 "onnxruntime", "-o", str(tmp_path / "out"), "--json", "--quiet"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["precision"] == "fp32" and (tmp_path / "out" / "photo.png").is_file()

@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from .checkpoint import Checkpoint
 
 ONNX_OPSET = 17  # ONNX Runtime 1.12 and newer run it; LayerNormalization is a single op from opset 17 on
 MIN_SIDE = 8  # reflect padding to a multiple of 8 needs at least 8 px a side
-INPUT_NAME, OUTPUT_NAME = "image", "restored"
+INPUT_NAME, OUTPUT_NAME, CODE_NAME = "image", "restored", "text_code"
 INSTALL_HINT = "pip install 'dfpir-cli[onnx]' (or: pip install onnx onnxruntime)"
 
 
@@ -94,17 +95,8 @@ def export_onnx(checkpoint: Checkpoint, degradation: str, path: str | Path, opse
     wrapper = baked(checkpoint, degradation)
     index = checkpoint.prompts.index(degradation)
     name, text = checkpoint.prompts.names[index], checkpoint.prompts.texts[index]
-    example = torch.rand(1, checkpoint.config.in_channels, 64, 72)
-    sizes = {0: "batch", 2: "height", 3: "width"}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dfpir-export-") as folder, warnings.catch_warnings(), torch.no_grad():
-        # The tracer warns about every shape check it records as a constant, and torch about the exporter's age.
-        warnings.simplefilter("ignore")
-        traced = Path(folder) / "traced.onnx"
-        torch.onnx.export(wrapper, (example,), traced, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: sizes, OUTPUT_NAME: sizes},
-                          do_constant_folding=True)
-        graph = onnx.load(str(traced))
+    graph = _trace(onnx, wrapper, (torch.rand(1, checkpoint.config.in_channels, 64, 72),), [INPUT_NAME], opset)
     graph.producer_name = "dfpir"
     graph.doc_string = (f"DFPIR restoration, prompt {name!r} ({text}) baked in. Input {INPUT_NAME!r}: float32 "
                         f"(N, 3, H, W) RGB in [0, 1], H and W >= {MIN_SIDE}; output {OUTPUT_NAME!r}: same shape, "
@@ -123,14 +115,58 @@ def export_onnx(checkpoint: Checkpoint, degradation: str, path: str | Path, opse
     return OnnxExport(Path(path), name, text, opset, len(data), time.perf_counter() - started)
 
 
-def run_onnx(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Run an exported file with ONNX Runtime's CPU provider on ``image`` (N, 3, H, W) float32 in [0, 1]."""
+def _trace(onnx: ModuleType, module: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
+           opset: int) -> Any:
+    """``module`` traced to an ONNX ModelProto, every input's batch, height and width dynamic (codes: the batch)."""
+    sizes = {0: "batch", 2: "height", 3: "width"}
+    axes = {name: sizes if tensor.ndim == 4 else {0: "batch"} for name, tensor in zip(input_names, example, strict=True)}
+    with tempfile.TemporaryDirectory(prefix="dfpir-export-") as folder, warnings.catch_warnings(), torch.no_grad():
+        # The tracer warns about every shape check it records as a constant, and torch about the exporter's age.
+        warnings.simplefilter("ignore")
+        traced = Path(folder) / "traced.onnx"
+        torch.onnx.export(module, example, traced, dynamo=False, opset_version=opset, input_names=input_names,
+                          output_names=[OUTPUT_NAME], dynamic_axes={**axes, OUTPUT_NAME: sizes},
+                          do_constant_folding=True)
+        return onnx.load(str(traced))
+
+
+def _session(path: str | Path, threads: int | None = None, spinning: bool = True) -> Any:
     onnxruntime = _require("onnxruntime")
     options = onnxruntime.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(str(path), options,
-                                           providers=["CPUExecutionProvider"])
+    if not spinning:  # idle threads sleep instead of spinning: on cores shared with other work, that work runs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxRuntimeForward:
+    """``forward(images, codes)`` of a checkpoint's network run by ONNX Runtime (CPU, fp32): ``dfpir restore
+    --backend onnxruntime``. The graph takes the prompt code as an input (one file for every prompt), images
+    of sides that are multiples of 8 as the network does. It is exported to ``path`` unless that file exists:
+    the caller names it after the weights, so that each set is exported once (about 8 s for the default model)."""
+
+    def __init__(self, checkpoint: Checkpoint, path: Path, opset: int = ONNX_OPSET) -> None:
+        onnx = _require("onnx")
+        _require("onnxruntime")
+        if not path.is_file():
+            model = DFPIR(checkpoint.config).eval()
+            model.load_state_dict(checkpoint.model.state_dict())
+            example = (torch.rand(1, checkpoint.config.in_channels, 64, 72), torch.randn(1, checkpoint.config.text_dim))
+            graph = _trace(onnx, model, example, [INPUT_NAME, CODE_NAME], opset)
+            write_atomic(path, graph.SerializeToString())
+        self.path = path
+        self.session = _session(path, spinning=False)
+
+    def __call__(self, images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        feed = {INPUT_NAME: images.detach().float().cpu().contiguous().numpy(),
+                CODE_NAME: codes.detach().float().cpu().contiguous().numpy()}
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], feed)[0])
+
+
+def run_onnx(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Run an exported file with ONNX Runtime's CPU provider on ``image`` (N, 3, H, W) float32 in [0, 1]."""
+    session = _session(path, threads)
     return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(image, dtype=np.float32)})[0]
 
 
