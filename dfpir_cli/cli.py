@@ -12,6 +12,7 @@ from . import __version__
 from .base.device import keep_freed_memory
 from .commands import app as app_command
 from .commands import detect as detect_command
+from .commands import export as export_command
 from .commands import fetch_weights, info, push_weights
 from .commands import restore as restore_command
 from .commands import train as train_command
@@ -75,6 +76,7 @@ _command("eval", eval_command)
 _command("train", train_command.train)
 _command("train-detector", train_detector_command)
 _command("app", app_command.app)
+_command("export", export_command.export)
 
 
 if __name__ == "__main__":  # python -m dfpir_cli.cli

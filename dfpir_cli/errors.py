@@ -37,3 +37,7 @@ class HubError(DfpirError):
 
 class TrainingError(DfpirError):
     """A training run that cannot start, resume or go on (diverged, incompatible resume state)."""
+
+
+class ExportDependencyError(DfpirError):
+    """An optional package an export needs (onnx, onnxruntime) is not installed."""

@@ -17,6 +17,7 @@ weights runs before the timed rounds, in a cache folder of its own, and its time
     .venv/bin/python scripts/bench_restore.py --precision auto --tile auto,512   # haze's wide tile vs 512 px
     .venv/bin/python scripts/bench_restore.py --allocator both --rounds 1        # + glibc's allocator left as is
     .venv/bin/python scripts/bench_restore.py --device cuda --precision bf16,fp16,fp32 --batch-size 8
+    .venv/bin/python scripts/bench_restore.py --precision auto --backend pytorch,onnxruntime   # today's path vs ORT
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the children")
+    parser.add_argument("--backend", default="pytorch",
+                        help="comma list of --backend values (pytorch, onnxruntime); onnxruntime variants run fp32 "
+                             "whatever --precision says")
     parser.add_argument("--allocator", choices=("kept", "both"), default="kept",
                         help="both: also run each precision with glibc's allocator left as it is "
                              f"({KEEP_FREED_ENV}=0), to measure what keeping freed memory buys")
@@ -111,8 +115,11 @@ def main() -> None:
     width, height = (int(v) for v in args.size.lower().split("x"))
     precisions = [value.strip() for value in args.precision.split(",") if value.strip()]
     tiles = [value.strip() for value in args.tile.split(",") if value.strip()] or ["auto"]
-    variants = [f"{precision}/{tile}/" for tile in tiles for precision in precisions]  # precision/tile/allocator
-    variants += [f"{precision}/{tile}/glibc" for tile in tiles for precision in precisions] if args.allocator == "both" else []
+    backends = [value.strip() for value in args.backend.split(",") if value.strip()] or ["pytorch"]
+    variants = [f"{precision}/{tile}//{backend}" for backend in backends for tile in tiles
+                for precision in precisions]  # precision/tile/allocator/backend
+    variants += [f"{precision}/{tile}/glibc/{backend}" for backend in backends for tile in tiles
+                 for precision in precisions] if args.allocator == "both" else []
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -138,15 +145,21 @@ def main() -> None:
             Image.fromarray(synthetic_photo(64, 64)).save(small)
             _, seconds, _ = run_restore([str(small), *options, "-o", str(root / "warm")], env)
             print(f"auto's one-off bf16 check of these weights (plus a 64x64 restore): {seconds:.1f} s")
+        if "onnxruntime" in backends:  # the one-off export of these weights, outside the timed runs
+            small = root / "small.png"
+            Image.fromarray(synthetic_photo(64, 64)).save(small)
+            _, seconds, _ = run_restore([str(small), *options, "--backend", "onnxruntime", "-o", str(root / "warm")], env)
+            print(f"--backend onnxruntime's one-off export of these weights (plus a 64x64 restore): {seconds:.1f} s")
 
         results: dict[str, list[tuple[dict, float, float]]] = {variant: [] for variant in variants}
         for _ in range(args.rounds):
             for variant in variants:
-                precision, tile, allocator = variant.split("/")
+                precision, tile, allocator, backend = variant.split("/")
                 output = root / f"out-{variant.replace('/', '-')}"
                 tiling = [] if tile == "auto" else ["--tile", tile]
-                results[variant].append(run_restore([str(photo), *options, *tiling, "--precision", precision, "-o",
-                                                     str(output)], {**env, KEEP_FREED_ENV: "0"} if allocator else env))
+                arguments = [str(photo), *options, *tiling, "--precision", precision, "--backend", backend]
+                results[variant].append(run_restore([*arguments, "-o", str(output)],
+                                                    {**env, KEEP_FREED_ENV: "0"} if allocator else env))
         agreement = {variant: psnr(root / f"out-{variants[0].replace('/', '-')}" / "photo.png",
                                    root / f"out-{variant.replace('/', '-')}" / "photo.png")
                      for variant in variants}
@@ -169,10 +182,11 @@ def main() -> None:
         summary = runs[-1][0]
         seconds = times[variant]
         each = ", ".join(f"{run[0]['seconds']:.1f}" for run in runs)
-        precision, tile, allocator = variant.split("/")
+        precision, tile, allocator, backend = variant.split("/")
         ran_tile = tile_of(summary, args.degradation)
         guided = summary["haze_guide"] and family_of(args.degradation) == "haze"
-        print(f"--precision {precision:>4} --tile {tile} (ran {summary['precision']}, {ran_tile or 'whole'} px"
+        print(f"--backend {backend} --precision {precision:>4} --tile {tile} "
+              f"(ran {summary['precision']}, {ran_tile or 'whole'} px"
               f"{', haze guide ' + str(summary['haze_guide']) if guided else ''})"
               f"{' (glibc allocator as is)' if allocator else ''}: restore {seconds:.1f} s median "
               f"({each}), {megapixels / seconds:.3f} MP/s, "

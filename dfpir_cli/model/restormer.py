@@ -41,12 +41,20 @@ def from_pixel_rows(rows: torch.Tensor, height: int, width: int) -> torch.Tensor
 BAND_BYTES = 30 * 2**20
 
 
+def tracing() -> bool:
+    """True while the network is being exported (ONNX) or compiled: the graph is then written for any H and W,
+    so the forward pass takes whole maps, no bands, slices or in-place ops that depend on one size."""
+    # getattr: torch.compiler's is_compiling (2.3) and is_exporting (2.6) are newer than the oldest torch allowed.
+    return torch.onnx.is_in_onnx_export() or any(getattr(torch.compiler, name, bool)()
+                                                 for name in ("is_compiling", "is_exporting"))
+
+
 def row_bands(height: int, row_bytes: int, device: torch.device) -> list[tuple[int, int]]:
     """Split ``height`` rows into ``(top, bottom)`` bands of about BAND_BYTES of hidden map each (CPU).
 
-    Other devices get one band: there, fewer and larger kernels are what is fast.
+    Other devices get one band: there, fewer and larger kernels are what is fast; so does a traced graph.
     """
-    if device.type != "cpu":
+    if device.type != "cpu" or tracing():
         return [(0, height)]
     rows = max(8, BAND_BYTES // max(row_bytes, 1))  # at least 8 rows: 2 halo rows cost 25% at most
     return [(top, min(top + rows, height)) for top in range(0, height, rows)]
@@ -59,6 +67,8 @@ def local_conv(x: torch.Tensor, pointwise_conv: nn.Conv2d, depthwise_conv: nn.Co
     The depthwise kernel is 3x3 with zero padding, so one halo row on each side is all a band needs, and
     at the image border the padding is the same as for the whole map.
     """
+    if top == 0 and bottom == x.shape[-2]:
+        return depthwise_conv(pointwise_conv(x))
     above, below = max(top - 1, 0), min(bottom + 1, x.shape[-2])
     return depthwise_conv(pointwise_conv(x[:, :, above:below]))[:, :, top - above:bottom - above]
 
@@ -105,7 +115,7 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor, residual: torch.Tensor | None = 
 
 def _gelu_gate(gate: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """GDFN's ``gelu(gate) * value``; without autograd, in the gate's own memory (no new buffers)."""
-    if torch.is_grad_enabled() and (gate.requires_grad or value.requires_grad):
+    if tracing() or (torch.is_grad_enabled() and (gate.requires_grad or value.requires_grad)):
         return F.gelu(gate) * value
     if gate.dtype != torch.float32 and gate.device.type == "cpu":
         # The gate is every other half of each pixel's channels: a strided view. PyTorch's CPU GELU does not
@@ -122,7 +132,7 @@ class _WithBiasNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Biased variance and eps 1e-5, as the reference; F.layer_norm computes exactly this, fused.
-        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, eps=1e-5)
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, eps=1e-5)
 
 
 class _BiasFreeNorm(nn.Module):

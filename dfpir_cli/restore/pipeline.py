@@ -22,19 +22,21 @@ from typing import Literal
 import torch
 
 from ..base.imageio import FORMATS, IMAGE_SUFFIXES, output_format, read_image, write_atomic, write_image
-from ..base.precision import PRECISIONS, FiniteGuard, Reruns, autocast, precision_name
+from ..base.precision import PRECISIONS, FiniteGuard, Reruns, autocast, check_precision, precision_name
 from ..detect import AutoPolicy, Detection, Detector, known_families, plan_prompts
 from ..errors import DfpirError, InputError
 from ..model import DFPIR
 from ..weights.checkpoint import Checkpoint
+from ..weights.export import ONNX_OPSET, OnnxRuntimeForward
 from ..weights.prompts import ClipTextEncoder
 from .ensemble import check_views, self_ensemble
 from .plan import TONE_TILE_STEP, Planner, RestorePlan, haze_guide_for
-from .precision_check import inference_precision
+from .precision_check import cache_path, fingerprint, inference_precision
 from .tiling import ProgressCallback, _free_device_memory, auto_tile_size, tiled_restore
 
 Status = Literal["processed", "clean", "skipped", "failed"]  # clean: detected clean, copied unchanged
 DEFAULT_OVERLAP = 32
+BACKENDS = ("pytorch", "onnxruntime")  # what runs the network: PyTorch, or ONNX Runtime (CPU, fp32; the onnx extra)
 _GLOB_CHARS = set("*?[")
 
 
@@ -228,7 +230,7 @@ class Restorer:
     def __init__(self, checkpoint: Checkpoint, code: torch.Tensor | None, device: torch.device, precision: str = "fp32",
                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None,
                  measuring: Callable[[], None] | None = None, views: int = 1, name: str | None = None,
-                 haze_guide: int | None = None) -> None:
+                 haze_guide: int | None = None, backend: str = "pytorch") -> None:
         """``precision`` auto checks (once per checkpoint, cached) that bf16 restores like fp32 before using it
         (:mod:`dfpir_cli.restore.precision_check`); ``measuring`` is called before that check runs. ``views`` > 1
         restores each image in that many mirrored and rotated views and averages them (:mod:`dfpir_cli.restore.ensemble`;
@@ -236,7 +238,13 @@ class Restorer:
         take their tone from a thumbnail ``haze_guide`` pixels on its longer side (0: off; None: the
         checkpoint's own, :func:`~dfpir_cli.restore.plan.haze_guide_for`). A pass whose output is not finite
         runs again in a safer precision (:class:`~dfpir_cli.base.precision.FiniteGuard`); ``guard.reruns``
-        counts them."""
+        counts them. ``backend`` onnxruntime runs the network in ONNX Runtime on the CPU, in fp32
+        (:class:`~dfpir_cli.weights.export.OnnxRuntimeForward`; needs the onnx extra)."""
+        if backend not in BACKENDS:
+            raise InputError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
+        if backend == "onnxruntime" and device.type != "cpu":
+            raise InputError(f"--backend onnxruntime runs on the CPU, not on {device}: pass --device cpu, or use the "
+                             "pytorch backend on this device")
         if tile is not None and tile < 0:
             raise InputError(f"--tile {tile}: use a positive size, or 0 to run each image whole")
         if overlap < 0:
@@ -251,9 +259,19 @@ class Restorer:
         self.model = checkpoint.model.to(device).eval()
         self.code = None if code is None else code.reshape(1, -1).float()  # None: a Chooser names the prompts
         self.prompts = checkpoint.prompts
-        choice = inference_precision(checkpoint, device, precision, measuring)
-        self.dtype, self.precision_note = choice.dtype, choice.note
-        self.guard = FiniteGuard(self.model, self.dtype)
+        self.backend = backend
+        if backend == "onnxruntime":
+            check_precision(precision)
+            self.dtype = torch.float32
+            self.precision_note = "" if precision in ("auto", "fp32") else f"--backend onnxruntime runs fp32, not {precision}"
+            # Beside the precision check's cache, under the weights' fingerprint: exported once per set of weights.
+            name = f"{fingerprint(checkpoint)[:24]}-opset{ONNX_OPSET}-torch{torch.__version__}.onnx"
+            cached = cache_path().parent / "onnx" / name
+            self.guard = FiniteGuard(OnnxRuntimeForward(checkpoint, cached), self.dtype)
+        else:
+            choice = inference_precision(checkpoint, device, precision, measuring)
+            self.dtype, self.precision_note = choice.dtype, choice.note
+            self.guard = FiniteGuard(self.model, self.dtype)
         batch_size = batch_size or (1 if device.type == "cpu" else 4)
         tone_tile = tile
         if tile is None:
