@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import runpy
 import time
 from pathlib import Path
 
@@ -110,9 +111,17 @@ def polyu(checkpoint: Checkpoint, restorer: Restorer, detector: Detector, realph
     return rows
 
 
+def _held_out_scenes() -> tuple[str, ...]:
+    """The PolyU dev scenes the default model's fine-tune never saw (scripts/finetune_default_model.py)."""
+    return tuple(runpy.run_path(str(Path(__file__).with_name("finetune_default_model.py")))["HELD_OUT_SCENES"])
+
+
 def _summary(rows: list[dict], columns: list[str]) -> dict[str, dict[str, float]]:
+    held_out = _held_out_scenes()
     groups = {"exposed (lum >= 0.2)": [r for r in rows if r["luminance"] >= EXPOSED],
-              "dark (lum < 0.2)": [r for r in rows if r["luminance"] < EXPOSED]}
+              "dark (lum < 0.2)": [r for r in rows if r["luminance"] < EXPOSED],
+              "exposed, scenes the default model never trained on": [
+                  r for r in rows if r["luminance"] >= EXPOSED and r["photo"].startswith(held_out)]}
     out = {}
     for group, members in groups.items():
         if not members:
