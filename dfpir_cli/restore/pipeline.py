@@ -265,8 +265,8 @@ class Restorer:
             self.dtype = torch.float32
             self.precision_note = "" if precision in ("auto", "fp32") else f"--backend onnxruntime runs fp32, not {precision}"
             # Beside the precision check's cache, under the weights' fingerprint: exported once per set of weights.
-            name = f"{fingerprint(checkpoint)[:24]}-opset{ONNX_OPSET}-torch{torch.__version__}.onnx"
-            cached = cache_path().parent / "onnx" / name
+            exported = f"{fingerprint(checkpoint)[:24]}-opset{ONNX_OPSET}-torch{torch.__version__}.onnx"
+            cached = cache_path().parent / "onnx" / exported
             self.guard = FiniteGuard(OnnxRuntimeForward(checkpoint, cached), self.dtype)
         else:
             choice = inference_precision(checkpoint, device, precision, measuring)

@@ -66,11 +66,16 @@ class PromptBaked(nn.Module):
         return restored[:, :, :height, :width].clamp(0.0, 1.0)
 
 
-def baked(checkpoint: Checkpoint, degradation: str) -> PromptBaked:
-    """A float32 CPU copy of ``checkpoint``'s network (whatever its device) with ``degradation``'s code baked in."""
+def _float32_copy(checkpoint: Checkpoint) -> DFPIR:
+    """A float32 CPU copy of ``checkpoint``'s network, whatever its device and dtype."""
     model = DFPIR(checkpoint.config).eval()
     model.load_state_dict(checkpoint.model.state_dict())
-    return PromptBaked(model, checkpoint.prompts.code(degradation)).eval()
+    return model
+
+
+def baked(checkpoint: Checkpoint, degradation: str) -> PromptBaked:
+    """A float32 CPU copy of ``checkpoint``'s network (whatever its device) with ``degradation``'s code baked in."""
+    return PromptBaked(_float32_copy(checkpoint), checkpoint.prompts.code(degradation)).eval()
 
 
 @dataclass(frozen=True)
@@ -150,10 +155,8 @@ class OnnxRuntimeForward:
         onnx = _require("onnx")
         _require("onnxruntime")
         if not path.is_file():
-            model = DFPIR(checkpoint.config).eval()
-            model.load_state_dict(checkpoint.model.state_dict())
             example = (torch.rand(1, checkpoint.config.in_channels, 64, 72), torch.randn(1, checkpoint.config.text_dim))
-            graph = _trace(onnx, model, example, [INPUT_NAME, CODE_NAME], opset)
+            graph = _trace(onnx, _float32_copy(checkpoint), example, [INPUT_NAME, CODE_NAME], opset)
             write_atomic(path, graph.SerializeToString())
         self.path = path
         self.session = _session(path, spinning=False)
