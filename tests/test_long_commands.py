@@ -69,6 +69,18 @@ def test_train_with_the_default_workers_then_resume_with_two(tmp_path: Path, pho
     assert load_checkpoint(longer / "final").metadata["steps"] == 6
 
 
+def test_train_with_real_pairs_in_loader_workers(tmp_path: Path, photos: Path) -> None:
+    pairs = tmp_path / "polyu"
+    for i in range(3):  # PolyU's layout: the same name in real/ and mean/
+        write_image(pairs / "real" / f"shot{i}.JPG", height=200, width=240, seed=i + 10)
+        write_image(pairs / "mean" / f"shot{i}.JPG", height=200, width=240, seed=i)
+    output = tmp_path / "run"
+    result = run([*DFPIR, *TRAIN, "--clean-dir", photos, "--pairs", f"noise15={pairs}", "--pairs-repeat", "4",
+                  "--steps", "3", "--workers", "2", "-o", output], tmp_path, DEADLINE)
+    assert "real pairs" in result.stdout
+    assert load_checkpoint(output / "final").prompts.names[0] == "noise15"
+
+
 def test_torchrun_two_processes_train_with_default_workers(tmp_path: Path, photos: Path) -> None:
     result = run([*TORCHRUN, "--nproc_per_node", "2", "-m", "dfpir_cli", *TRAIN, "--clean-dir", photos,
                   "--steps", "2", "--batch-size", "2", "-o", tmp_path / "run"], tmp_path, DEADLINE)
