@@ -12,6 +12,8 @@ counted once with ``torch.utils.flop_counter`` on the model as it runs: the opti
     .venv/bin/python scripts/bench_forward.py --precision bf16 --band-mib 30,100000   # row bands on/off
     .venv/bin/python scripts/bench_forward.py --device cuda --precision bf16 --batch 4 --compile
     .venv/bin/python scripts/bench_forward.py --profile 25            # top ops by self CPU time
+    .venv/bin/python scripts/bench_forward.py --preset small --size 512 --precision bf16 --breakdown
+                                                                      # where the time goes, by kind of work
 """
 
 from __future__ import annotations
@@ -82,6 +84,70 @@ def parse_list(text: str, allowed: Iterable[str] | None = None) -> list[str]:
     return items
 
 
+GEMM_KINDS = ("1x1 convolutions", "matrix products", "3x3 convolutions")  # the work that runs near the matmul peak
+
+
+def kind_of(name: str, shapes: list) -> str:
+    """The kind of work a profiled aten op is, from its name and input shapes."""
+    name = name.removeprefix("aten::")
+    if name in ("mkldnn_convolution", "_convolution", "convolution", "conv2d", "_slow_conv2d_forward"):
+        weight = shapes[1] if len(shapes) > 1 else []
+        if len(weight) == 4 and weight[2:] == [1, 1]:
+            return "1x1 convolutions"
+        return "depthwise 3x3 convolutions" if len(weight) == 4 and weight[1] == 1 else "3x3 convolutions"
+    if name in ("addmm", "mm", "bmm", "baddbmm"):
+        return "matrix products"
+    if name in ("native_layer_norm", "layer_norm", "var", "rsqrt"):
+        return "LayerNorm"
+    if name in ("gelu", "gelu_", "mul_"):
+        return "GELU gate"
+    if name in ("copy_", "cat", "clone", "contiguous", "_to_copy", "to"):
+        return "copies, casts, concatenations"
+    if name in ("topk", "softmax", "_softmax", "scatter_", "pow", "sum", "sqrt", "div", "clamp_min", "add", "mul"):
+        return "attention maps, sums, elementwise"
+    return "other"
+
+
+def flops_of(name: str, shapes: list) -> float:
+    """FLOPs of one call of a convolution or matrix product (0 for other ops), from its input shapes."""
+    name = name.removeprefix("aten::")
+    if name == "mkldnn_convolution" and len(shapes) > 1 and len(shapes[0]) == 4 and len(shapes[1]) == 4:
+        (batch, _, height, width), (out_channels, in_per_group, kernel_h, kernel_w) = shapes[0], shapes[1]
+        return 2.0 * batch * out_channels * in_per_group * kernel_h * kernel_w * height * width
+    if name in ("addmm", "mm") and len(shapes) >= 2:
+        first, second = (shapes[1], shapes[2]) if name == "addmm" else (shapes[0], shapes[1])
+        return 2.0 * first[0] * first[1] * second[1] if len(first) == 2 and len(second) == 2 else 0.0
+    if name in ("bmm", "baddbmm") and len(shapes) >= 2:
+        first, second = (shapes[1], shapes[2]) if name == "baddbmm" else (shapes[0], shapes[1])
+        return 2.0 * first[0] * first[1] * first[2] * second[2] if len(first) == 3 and len(second) == 3 else 0.0
+    return 0.0
+
+
+def print_breakdown(events, peak: float, precision: str) -> None:
+    """One pass's self CPU time by :func:`kind_of`, with GFLOP/s where the work is counted in FLOPs."""
+    seconds: dict[str, float] = {}
+    flops: dict[str, float] = {}
+    for event in events:
+        if not event.key.startswith("aten::"):
+            continue
+        kind = kind_of(event.key, event.input_shapes)
+        seconds[kind] = seconds.get(kind, 0.0) + event.self_cpu_time_total / 1e6
+        flops[kind] = flops.get(kind, 0.0) + flops_of(event.key, event.input_shapes) * event.count
+    total = sum(seconds.values())
+    print(f"\nwhere one pass's {total:.2f} s go (self CPU time, {precision}; {precision} matmul peak {peak:.0f} GFLOP/s):")
+    print(f"{'kind of work':>34} {'seconds':>8} {'share':>6} {'GFLOP':>7} {'GFLOP/s':>8} {'of peak':>8}")
+    for kind, spent in sorted(seconds.items(), key=lambda item: -item[1]):
+        rate = flops[kind] / spent / 1e9 if flops[kind] and spent else 0.0
+        print(f"{kind:>34} {spent:8.3f} {spent / total:6.1%} {flops[kind] / 1e9:7.1f} "
+              + (f"{rate:8.1f} {rate / peak:8.1%}" if rate else f"{'-':>8} {'-':>8}"))
+    gemm = sum(seconds.get(kind, 0.0) for kind in GEMM_KINDS)
+    gemm_flops = sum(flops.get(kind, 0.0) for kind in GEMM_KINDS)
+    print(f"GEMM-like work (1x1 and 3x3 convolutions, matrix products): {gemm / total:.1%} of the time. Bounds: every "
+          f"other kind free -> at most {total / gemm:.2f}x; that, and the GEMMs at the matmul peak -> at most "
+          f"{total / (gemm_flops / peak / 1e9):.2f}x; the GEMMs alone at the peak -> "
+          f"{total / (total - gemm + gemm_flops / peak / 1e9):.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
@@ -103,6 +169,10 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after timing, profile one pass of the last variant and print the N ops with most "
                              "self time")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="after timing, profile one pass of the last variant and print its time by kind of work "
+                             "(1x1 convolutions, matrix products, depthwise convolutions, LayerNorm, ...) with "
+                             "GFLOP/s, and what removing each kind could gain at most")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -176,6 +246,10 @@ def main() -> None:
             run(variants[-1])
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(profiler.key_averages().table(sort_by=sort, row_limit=args.profile))
+    if args.breakdown:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as profiler:
+            run(variants[-1])
+        print_breakdown(profiler.key_averages(group_by_input_shape=True), peaks[variants[-1][0]], variants[-1][0])
 
 
 if __name__ == "__main__":

@@ -211,9 +211,9 @@ def restore(
                         "one share; each job reports its own share.", show_default=False)] = None,
     backend: Annotated[str, typer.Option(
         "--backend", help="What runs the network: pytorch, or onnxruntime (CPU, fp32; needs pip install "
-                          "'dfpir-cli\\[onnx]'; the network is exported once per checkpoint and cached). On the 2-core "
-                          "development CPU a 3 MP noisy photo restored 1.89x faster than with pytorch in bf16, a hazy "
-                          "one (wide tiles) 1.07x (docs/speed.md).")] = "pytorch",
+                          "'dfpir-cli\\[onnx]'; the network is exported once per checkpoint and cached). On the idle 2-core "
+                          "development CPU it was 2.3-2.6x slower than pytorch in bf16 (a 12 MP photo: 119 s against "
+                          "48-53 s); it held up better where other processes shared the cores (docs/speed.md).")] = "pytorch",
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
