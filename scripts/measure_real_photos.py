@@ -39,6 +39,7 @@ from dfpir_cli.detect.detector import known_families
 from dfpir_cli.evaluate.metrics import score
 from dfpir_cli.restore.pipeline import Restorer, auto_chooser
 from dfpir_cli.weights.checkpoint import Checkpoint
+from dfpir_cli.weights.prompts import family_of
 from dfpir_cli.weights.resolve import resolve_weights
 
 ROOT = Path(__file__).resolve().parents[2] / "shared"
@@ -88,10 +89,15 @@ def _cbm3d(image: np.ndarray, sigma: float) -> np.ndarray:
     return np.clip(bm3d.bm3d_rgb(image, sigma / 255.0), 0, 1).astype(np.float32)
 
 
+def noise_prompts_of(checkpoint: Checkpoint) -> list[str]:
+    """The checkpoint's noise prompts (noise15, noise25, noise50, and camnoise where it has one)."""
+    return [name for name in checkpoint.prompts.names if family_of(name) == "noise"]
+
+
 def polyu(checkpoint: Checkpoint, restorer: Restorer, detector: Detector, realphotos: Path,
           cbm3d: float) -> list[dict]:
     """One row per PolyU pair: luminance, input, auto (and what it chose), each noise prompt, CBM3D."""
-    noise_prompts = [name for name in restorer.prompts.names if name.startswith("noise")]
+    noise_prompts = noise_prompts_of(checkpoint)
     choose = auto_chooser(detector, checkpoint)  # the checkpoint's families and auto thresholds
     rows = []
     for noisy_path in list_images(realphotos / "polyu" / "real"):
@@ -178,7 +184,7 @@ def main() -> None:
                 cbm3d = 0.0
         restorer = Restorer(checkpoint, None, torch.device("cpu"), args.precision)
         polyu_rows = polyu(checkpoint, restorer, detector, args.realphotos, cbm3d)
-        columns = ["auto", *[n for n in checkpoint.prompts.names if n.startswith("noise")], *(["CBM3D"] if cbm3d else [])]
+        columns = ["auto", *noise_prompts_of(checkpoint), *(["CBM3D"] if cbm3d else [])]
         summary = _summary(polyu_rows, ["input", *columns])
         report["polyu"] = {"summary": summary, "photos": polyu_rows, "precision": restorer.precision}
         table = Table(title=f"PolyU real camera noise (dev pairs), PSNR dB / SSIM, {restorer.precision}")

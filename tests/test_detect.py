@@ -149,6 +149,11 @@ def test_the_noise_prompt_follows_the_estimated_level() -> None:
     assert [noise_prompt(sigma, FIVE_TASK) for sigma in (8, 18, 24, 34, 40, 90)] == [
         "noise15", "noise15", "noise25", "noise25", "noise50", "noise50"]
     assert noise_prompt(None, FIVE_TASK) == "noise25"
+    # a checkpoint with a camera-noise prompt gets it for noise as light as a camera's (PolyU: 2.6-6 estimated)
+    with_camera = (*FIVE_TASK, "camnoise")
+    assert [noise_prompt(sigma, with_camera) for sigma in (2.6, 6, 8, 9.5, 13.7, 24, 40)] == [
+        "camnoise", "camnoise", "camnoise", "noise15", "noise15", "noise25", "noise50"]
+    assert noise_prompt(3, ("camnoise",)) == noise_prompt(30, ("camnoise",)) == "camnoise"
     with pytest.raises(InputError, match="no noise prompt"):
         noise_prompt(20, ("haze", "rain"))
 

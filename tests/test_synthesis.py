@@ -215,6 +215,9 @@ def test_camera_noise_is_light_correlated_and_8_bit() -> None:
     assert abs(_correlations(white)[1]) < 0.1  # the benchmark's Gaussian noise stays white
     realistic = synthesize(clean, "noise15", np.random.default_rng(0), "realistic")
     assert float((realistic - clean).std()) * 255 < 12.0  # realistic noise15 is the camera's noise
+    for model in ("classic", "realistic", "mixed"):  # camnoise, dfpir's own prompt, is the camera's noise in all
+        camera = synthesize(clean, "camera-noise", np.random.default_rng(3), model)
+        assert np.array_equal(camera, camera_noise(clean, np.random.default_rng(3)))
 
 
 def test_photographed_rain_brightens_and_veils() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from test_train_data import write_image
 from typer.testing import CliRunner
 
 from dfpir_cli.cli import app
-from dfpir_cli.weights.checkpoint import load_checkpoint
+from dfpir_cli.weights.checkpoint import load_checkpoint, save_checkpoint
 
 runner = CliRunner()
 MICRO_ARGS = ["--preset", "tiny", "--text-dim", "16", "--prompt-encoder", "random", "--workers", "0",
@@ -152,9 +153,21 @@ def test_init_weights_fine_tunes_a_checkpoint_with_its_own_codes(tmp_path: Path,
     before, after = start.model.state_dict(), result.model.state_dict()
     assert max((before[k] - after[k]).abs().max().item() for k in before) < 1e-6
 
-    unknown = runner.invoke(app, ["train", "--degradations", "haze", "--init-weights", str(tmp_path / "base" / "final"),
-                                  *common, "--steps", "1", "-o", str(tmp_path / "x")])
-    assert unknown.exit_code == 2 and "no prompt code for haze" in unknown.output
+    # a degradation the checkpoint does not know gets a new random code (its codes are random ones), the others
+    # keep theirs: camera noise learnt under its own prompt beside the Gaussian noise one
+    added = runner.invoke(app, ["train", "--degradations", "noise25,camnoise", "--init-weights",
+                                str(tmp_path / "base" / "final"), *common, "--steps", "1", "-o", str(tmp_path / "x")])
+    assert added.exit_code == 0, added.output
+    grown = load_checkpoint(tmp_path / "x" / "final")
+    assert grown.prompts.names == ("noise25", "camnoise") and grown.prompts.encoder == "random"
+    assert grown.prompts.codes[0].equal(start.prompts.code("noise25"))
+    assert not any(grown.prompts.codes[1].equal(code) for code in start.prompts.codes)
+    assert grown.prompts.texts[1] == "Camera noise of a real photo"
+
+    save_checkpoint(tmp_path / "clip", start.model, dataclasses.replace(start.prompts, encoder="clip"))
+    unknown = runner.invoke(app, ["train", "--degradations", "haze", "--init-weights", str(tmp_path / "clip"),
+                                  *common, "--steps", "1", "-o", str(tmp_path / "x2")])
+    assert unknown.exit_code == 2 and "no prompt code for haze" in unknown.output and "clip encoder" in unknown.output
     both = runner.invoke(app, ["train", "--degradations", "rain", "--init-weights", str(tmp_path / "base" / "final"),
                                "--preset", "tiny", *common, "--steps", "1", "-o", str(tmp_path / "y")])
     assert both.exit_code == 2 and "drop --preset and --text-dim" in both.output

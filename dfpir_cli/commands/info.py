@@ -13,7 +13,7 @@ from ..base.environment import environment
 from ..model import DFPIR, PRESETS
 from ..weights.checkpoint import CONFIG_NAME, WEIGHTS_SHA256, load_checkpoint
 from ..weights.official import is_official_spec, load_official, official_dir
-from ..weights.prompts import DEGRADATIONS
+from ..weights.prompts import DEGRADATIONS, FIVE_TASK
 from .common import JsonOpt, console, handle_errors
 
 
@@ -88,3 +88,6 @@ def info(
         for degradation in DEGRADATIONS.values():
             vocab.add_row(degradation.name, ", ".join(degradation.aliases), degradation.text)
         console.print(vocab)
+        for name in (name for name in DEGRADATIONS if name not in FIVE_TASK):
+            console.print(f"{name}: dfpir's own prompt, not the paper's; a checkpoint knows it only when trained or "
+                          f"fine-tuned with it (dfpir train --degradations ...,{name}; docs/training.md)")

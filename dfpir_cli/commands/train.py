@@ -11,6 +11,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
+import torch
 import typer
 from rich.progress import (
     BarColumn,
@@ -96,15 +97,23 @@ def _initial_checkpoint(spec: str, preset: str, text_dim: int | None) -> Checkpo
     return resolve_weights(None if spec.strip().lower() == "default" else spec)
 
 
-def _initial_prompts(checkpoint: Checkpoint, names: tuple[str, ...]) -> Callable[[], PromptBank]:
-    """The checkpoint's own codes for the degradations to train: the codes its weights were trained with."""
+def _initial_prompts(checkpoint: Checkpoint, names: tuple[str, ...], seed: int) -> Callable[[], PromptBank]:
+    """The checkpoint's own codes for the degradations to train (the codes its weights were trained with).
+
+    A degradation the checkpoint does not know gets a new code, when its codes are random ones: seeded draws
+    after as many as the checkpoint has, so that no new code repeats one of its codes.
+    """
     bank = checkpoint.prompts
-    unknown = [name for name in names if name not in bank.names]
-    if unknown:
+    unknown = tuple(name for name in names if name not in bank.names)
+    if unknown and bank.encoder != "random":
         raise InputError(f"--init-weights: the checkpoint has no prompt code for {', '.join(unknown)} (it knows "
-                         f"{', '.join(bank.names)}); fine-tune on those, or train from scratch")
-    rows = [bank.names.index(name) for name in names]
-    return lambda: PromptBank(names, tuple(bank.texts[row] for row in rows), bank.codes[rows], bank.encoder)
+                         f"{', '.join(bank.names)}), and its codes come from the {bank.encoder} encoder, which "
+                         "cannot make one here: fine-tune on those, or train from scratch")
+    drawn = random_codes((*bank.names, *unknown), seed, bank.codes.shape[1])[len(bank.names):]
+    codes = {**dict(zip(bank.names, bank.codes, strict=True)), **dict(zip(unknown, drawn, strict=True))}
+    texts = {**dict(zip(bank.names, bank.texts, strict=True)), **{name: DEGRADATIONS[name].text for name in unknown}}
+    return lambda: PromptBank(names, tuple(texts[name] for name in names),
+                              torch.stack([codes[name] for name in names]), bank.encoder)
 
 
 def _prompt_factory(names: tuple[str, ...], encoder: PromptEncoder, clip_weights: Path | None, seed: int,
@@ -378,7 +387,7 @@ def train(
             initial = _initial_checkpoint(init_weights, preset, text_dim) if init_weights else None
             if initial is not None:
                 config, preset_name = initial.config, str(initial.metadata.get("preset", "custom"))
-                encoder, prompts = initial.prompts.encoder, _initial_prompts(initial, names)
+                encoder, prompts = initial.prompts.encoder, _initial_prompts(initial, names, seed)
             else:
                 config, preset_name = _network(preset, text_dim)
                 encoder = prompt_encoder.value

@@ -49,6 +49,8 @@ that its figures compare across versions. Training uses the ``realistic`` models
 - ``noise15``: a camera's noise (:func:`camera_noise`, below), so that the lightest noise prompt also removes
   the noise of real photos (PolyU: about sigma 4, correlated); ``noise25``/``noise50`` and blur are the same as
   the classic models.
+- ``camnoise`` (dfpir's own prompt for real camera noise, not the paper's): always :func:`camera_noise`, in
+  every model.
 
 Photos as cameras record them (issue 32), for the detector, which must recognise real photos rather than
 benchmark inputs:
@@ -78,6 +80,7 @@ from ..errors import InputError, UnknownDegradationError
 from ..weights.prompts import DEGRADATIONS, resolve_degradation
 
 NOISE_SIGMAS: dict[str, int] = {"noise15": 15, "noise25": 25, "noise50": 50}
+CAMERA_NOISE_SIGMA = 5  # about the 8-bit sigma of a camera's noise (PolyU's pairs: 2.9/3.9/5.2, see camera_noise)
 SYNTHESIS_MODELS = ("classic", "realistic", "mixed")  # the benchmark's; matched to real sets; either, a coin per image
 
 
@@ -347,6 +350,8 @@ def synthesize(clean: np.ndarray, degradation: str, rng: np.random.Generator, mo
         raise InputError(f"unknown synthesis {model!r}: choose one of {', '.join(SYNTHESIS_MODELS)}")
     name = resolve_degradation(degradation)
     family = DEGRADATIONS[name].family
+    if name == "camnoise":  # the camera's noise in every model (no coin drawn)
+        return camera_noise(clean, rng)
     realistic = model == "realistic" or (model == "mixed" and rng.random() < 0.5)
     if name in NOISE_SIGMAS:
         if realistic and name == "noise15":  # the lightest noise prompt also learns a camera's noise
