@@ -122,6 +122,11 @@ def test_bad_inputs_get_clear_messages(tmp_path: Path, photos: Path) -> None:
 
     loss = runner.invoke(app, [*base, "--degradations", "rain", "--clean-dir", str(photos), "--loss", "l3"])
     assert loss.exit_code == 2 and "unknown loss 'l3': choose one of l1, mse" in loss.output
+    for name, text in (("list.json", "[1, 2]"), ("broken.json", "{\"dim\": 8,")):  # a preset file that is no config
+        (tmp_path / name).write_text(text)
+        preset = runner.invoke(app, [*base, "--degradations", "rain", "--clean-dir", str(photos), "--preset",
+                                     str(tmp_path / name)])
+        assert preset.exit_code == 2 and "not a network config" in preset.output, preset.output
     assert not (tmp_path / "out").exists()
 
 

@@ -58,10 +58,10 @@ def _network(preset: str, text_dim: int | None) -> tuple[DFPIRConfig, str]:
     if preset in PRESETS:
         config = PRESETS[preset]
     elif preset.endswith(".json") and Path(preset).is_file():
-        data = json.loads(Path(preset).read_text())
         try:
-            config = DFPIRConfig.from_dict(data.get("model", data))
-        except (TypeError, ValueError) as error:
+            data = json.loads(Path(preset).read_text())
+            config = DFPIRConfig.from_dict(data.get("model", data) if isinstance(data, dict) else data)
+        except (OSError, TypeError, ValueError) as error:
             raise InputError(f"--preset {preset}: not a network config ({error})") from error
     else:
         raise InputError(f"unknown --preset {preset!r}: use one of {', '.join(PRESETS)} or a config .json file")
