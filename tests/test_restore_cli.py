@@ -276,6 +276,10 @@ def test_quiet_and_human_summary(tmp_path, micro_checkpoint):
     lines = result.output.strip().splitlines()
     assert lines[-1] == f"1 restored, 0 skipped, 1 failed; outputs in {tmp_path / 'out'}", result.output
     assert "b.png" in result.output and "MP/s" not in result.output and len(lines) <= 3
+    # notes (here: fp16 needs a GPU) are said in quiet mode too
+    result = run(tmp_path / "a.png", "-d", "hazy", "-w", micro_checkpoint, "-o", tmp_path / "out3", "--quiet",
+                 "--device", "cpu", "--precision", "fp16")
+    assert result.exit_code == 0 and "note:" in result.output and "needs a GPU" in result.output, result.output
     result = run(tmp_path, "-d", "hazy", "-w", micro_checkpoint, "-o", tmp_path / "out2")
     for word in ("processed", "skipped", "failed", "MP/s", "cpu", "b.png"):
         assert word in result.output

@@ -94,10 +94,13 @@ class _ProgressListener(RestoreListener):
 
 
 def _print_quiet_summary(summary: RestoreSummary, output: Path) -> None:
-    """--quiet: each failure on its own line, then one line of counts."""
+    """--quiet: each failure and each note (tiles re-run in a safer precision, ...) on its own line on stderr,
+    then one line of counts."""
     for result in summary.results:
         if result.status == "failed":
             err_console.print(f"[red]failed:[/] {result.source}: {result.reason}", highlight=False, soft_wrap=True)
+    for note in summary.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     clean = f"{summary.count('clean')} clean (copied), " if summary.detected else ""
     console.print(f"{summary.count('processed')} restored, {clean}{summary.count('skipped')} skipped, "
                   f"{summary.count('failed')} failed; outputs in {output}", highlight=False, soft_wrap=True)
