@@ -17,7 +17,7 @@ from cli_process import DFPIR, run
 from PIL import Image
 
 from dfpir_cli.api import DFPIRRestorer
-from dfpir_cli.app.service import Options, RestoreService, Workspace, zip_results
+from dfpir_cli.app.service import KEEP_REQUESTS, Options, RestoreService, Workspace, zip_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RAINY = ROOT / "examples" / "rainy" / "motorcycle.png"
@@ -98,6 +98,17 @@ def test_the_workspace_is_removed_when_the_app_closes():
     (workspace.request_folder() / "result.png").write_bytes(b"x")
     workspace.close()
     assert not workspace.root.exists()
+
+
+def test_the_workspace_keeps_the_results_of_the_last_requests_only():
+    workspace = Workspace()
+    try:
+        folders = [workspace.request_folder() for _ in range(KEEP_REQUESTS + 3)]
+        for folder in folders:
+            assert folder.parent == workspace.results
+        assert [folder.exists() for folder in folders] == [False] * 3 + [True] * KEEP_REQUESTS
+    finally:
+        workspace.close()
 
 
 def test_dfpir_app_serves_the_page_and_stops_cleanly(tmp_path):

@@ -39,6 +39,9 @@ DEFAULT_MAX_MEGAPIXELS = 50.0  # larger uploads are refused: dfpir restore tiles
 Progress = Callable[[float, str], None]  # (fraction of the whole request done, what is happening)
 
 
+KEEP_REQUESTS = 20  # requests whose results stay downloadable; older ones are deleted
+
+
 class Workspace:
     """The app's temporary folder: ``uploads/`` (Gradio's cache) and ``results/`` (one folder per request)."""
 
@@ -52,10 +55,15 @@ class Workspace:
         self._lock = threading.Lock()
 
     def request_folder(self) -> Path:
+        """A new folder for one request's results; the results of requests older than the last
+        :data:`KEEP_REQUESTS` are deleted, so that an app left running does not fill the disk."""
         with self._lock:
             self._requests += 1
-            folder = self.results / f"{self._requests:04d}"
+            number = self._requests
+        folder = self.results / f"{number:04d}"
         folder.mkdir()
+        if number > KEEP_REQUESTS:
+            shutil.rmtree(self.results / f"{number - KEEP_REQUESTS:04d}", ignore_errors=True)
         return folder
 
     def close(self) -> None:
