@@ -66,6 +66,11 @@ def test_prompt_bank_resolves_aliases_and_lists_what_it_knows():
     assert "noise25" in str(info.value) and "rainy" in str(info.value)
     with pytest.raises(UnknownDegradationError):
         bank.code("noise50")  # a canonical name the checkpoint lacks is not silently swapped
+    with pytest.raises(UnknownDegradationError):
+        bank.code("camera-noise")  # a camera's noise is not a Gaussian level's stand-in
+    with_camera = make_prompts(16, names=("noise15", "camnoise"))
+    assert torch.equal(with_camera.code("sigma50"), with_camera.codes[0])  # the one Gaussian level, as before
+    assert torch.equal(with_camera.code("real-noise"), with_camera.codes[1])
 
 
 def test_prompt_bank_rejects_mismatched_sizes():

@@ -168,6 +168,12 @@ def test_init_weights_fine_tunes_a_checkpoint_with_its_own_codes(tmp_path: Path,
     assert grown.prompts.codes[0].equal(start.prompts.code("noise25"))
     assert not any(grown.prompts.codes[1].equal(code) for code in start.prompts.codes)
     assert grown.prompts.texts[1] == "Camera noise of a real photo"
+    # from a checkpoint that kept only some of its codes (ft: rain alone), the new code repeats none either
+    regrown = runner.invoke(app, ["train", "--degradations", "rain,camnoise", "--init-weights", str(tmp_path / "ft" / "final"),
+                                  *common, "--steps", "1", "-o", str(tmp_path / "x3")])
+    assert regrown.exit_code == 0, regrown.output
+    codes = load_checkpoint(tmp_path / "x3" / "final").prompts.codes
+    assert codes[0].equal(start.prompts.code("rain")) and not any(codes[1].equal(code) for code in start.prompts.codes)
 
     save_checkpoint(tmp_path / "clip", start.model, dataclasses.replace(start.prompts, encoder="clip"))
     unknown = runner.invoke(app, ["train", "--degradations", "haze", "--init-weights", str(tmp_path / "clip"),

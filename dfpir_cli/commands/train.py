@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -100,8 +102,8 @@ def _initial_checkpoint(spec: str, preset: str, text_dim: int | None) -> Checkpo
 def _initial_prompts(checkpoint: Checkpoint, names: tuple[str, ...], seed: int) -> Callable[[], PromptBank]:
     """The checkpoint's own codes for the degradations to train (the codes its weights were trained with).
 
-    A degradation the checkpoint does not know gets a new code, when its codes are random ones: seeded draws
-    after as many as the checkpoint has, so that no new code repeats one of its codes.
+    A degradation the checkpoint does not know gets a new code, when its codes are random ones
+    (:func:`_new_code`: seeded by the name, and never one of the checkpoint's codes).
     """
     bank = checkpoint.prompts
     unknown = tuple(name for name in names if name not in bank.names)
@@ -109,11 +111,24 @@ def _initial_prompts(checkpoint: Checkpoint, names: tuple[str, ...], seed: int) 
         raise InputError(f"--init-weights: the checkpoint has no prompt code for {', '.join(unknown)} (it knows "
                          f"{', '.join(bank.names)}), and its codes come from the {bank.encoder} encoder, which "
                          "cannot make one here: fine-tune on those, or train from scratch")
-    drawn = random_codes((*bank.names, *unknown), seed, bank.codes.shape[1])[len(bank.names):]
-    codes = {**dict(zip(bank.names, bank.codes, strict=True)), **dict(zip(unknown, drawn, strict=True))}
+    codes = dict(zip(bank.names, bank.codes, strict=True))
+    for name in unknown:
+        codes[name] = _new_code(name, seed, list(codes.values()))
     texts = {**dict(zip(bank.names, bank.texts, strict=True)), **{name: DEGRADATIONS[name].text for name in unknown}}
     return lambda: PromptBank(names, tuple(texts[name] for name in names),
                               torch.stack([codes[name] for name in names]), bank.encoder)
+
+
+def _new_code(name: str, seed: int, taken: list[torch.Tensor]) -> torch.Tensor:
+    """A random code for ``name``, drawn from a generator seeded by the name and ``seed``, redrawn while it is
+    near one of the ``taken`` codes (a checkpoint's codes may be any rows of any seed's draws, so a row count
+    alone could repeat one)."""
+    for attempt in itertools.count():
+        generator = torch.Generator().manual_seed(zlib.crc32(f"{name}:{seed}:{attempt}".encode()))
+        code = torch.randn(taken[0].shape[0], generator=generator)
+        if all(float((code - other).norm()) > 1e-3 * float(other.norm()) for other in taken):
+            return code
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _prompt_factory(names: tuple[str, ...], encoder: PromptEncoder, clip_weights: Path | None, seed: int,

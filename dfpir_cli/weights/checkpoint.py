@@ -85,7 +85,9 @@ class PromptBank:
         # An alias such as "noisy" also finds the one noise level a checkpoint may have been trained on.
         if canonical in DEGRADATIONS and name.strip().lower() != canonical:
             family = DEGRADATIONS[canonical].family
-            same_family = [n for n in self.names if n in DEGRADATIONS and DEGRADATIONS[n].family == family]
+            # camnoise (a camera's noise) and the Gaussian levels do not stand in for each other
+            same_family = [n for n in self.names if n in DEGRADATIONS and DEGRADATIONS[n].family == family
+                           and (n == "camnoise") == (canonical == "camnoise")]
             if len(same_family) == 1:
                 return self.names.index(same_family[0])
         known = "\n".join(
