@@ -29,10 +29,14 @@ def _summary(run: int, results: list[PhotoResult], count: int) -> str:
     return text + ("." if len(results) == count else f"; restoring photo {len(results) + 1}...")
 
 
+CACHE_CLEANUP = (600, 7200)  # Gradio's delete_cache: (how often, how old), in seconds
+
+
 def build_page(service: RestoreService, debug: bool = False) -> gr.Blocks:
     """The app's page; ``debug`` shows unexpected errors' tracebacks on the console (``dfpir --debug app``)."""
     weights = service.weights_choices()
-    with gr.Blocks(title="dfpir", analytics_enabled=False) as page:
+    # Gradio's cache (uploads, and the copies of the files it serves): every 10 minutes, what is older than 2 hours
+    with gr.Blocks(title="dfpir", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as page:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):

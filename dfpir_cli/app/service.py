@@ -39,7 +39,7 @@ DEFAULT_MAX_MEGAPIXELS = 50.0  # larger uploads are refused: dfpir restore tiles
 Progress = Callable[[float, str], None]  # (fraction of the whole request done, what is happening)
 
 
-KEEP_REQUESTS = 20  # requests whose results stay downloadable; older ones are deleted
+KEEP_REQUESTS = 20  # result folders that stay downloadable (a restore in the page uses two: photos, zip)
 
 
 class Workspace:
@@ -55,8 +55,8 @@ class Workspace:
         self._lock = threading.Lock()
 
     def request_folder(self) -> Path:
-        """A new folder for one request's results; the results of requests older than the last
-        :data:`KEEP_REQUESTS` are deleted, so that an app left running does not fill the disk."""
+        """A new folder for one request's results; folders older than the last :data:`KEEP_REQUESTS` are deleted,
+        so that an app left running does not fill the disk."""
         with self._lock:
             self._requests += 1
             number = self._requests
