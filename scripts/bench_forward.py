@@ -111,7 +111,8 @@ def kind_of(name: str, shapes: list) -> str:
 def flops_of(name: str, shapes: list) -> float:
     """FLOPs of one call of a convolution or matrix product (0 for other ops), from its input shapes."""
     name = name.removeprefix("aten::")
-    if name == "mkldnn_convolution" and len(shapes) > 1 and len(shapes[0]) == 4 and len(shapes[1]) == 4:
+    if (name in ("mkldnn_convolution", "_slow_conv2d_forward", "thnn_conv2d") and len(shapes) > 1
+            and len(shapes[0]) == 4 and len(shapes[1]) == 4):
         (batch, _, height, width), (out_channels, in_per_group, kernel_h, kernel_w) = shapes[0], shapes[1]
         return 2.0 * batch * out_channels * in_per_group * kernel_h * kernel_w * height * width
     if name in ("addmm", "mm") and len(shapes) >= 2:
@@ -142,6 +143,9 @@ def print_breakdown(events, peak: float, precision: str) -> None:
               + (f"{rate:8.1f} {rate / peak:8.1%}" if rate else f"{'-':>8} {'-':>8}"))
     gemm = sum(seconds.get(kind, 0.0) for kind in GEMM_KINDS)
     gemm_flops = sum(flops.get(kind, 0.0) for kind in GEMM_KINDS)
+    if not gemm or not gemm_flops:
+        print("no GEMM-like work was counted in this pass: no bounds")
+        return
     print(f"GEMM-like work (1x1 and 3x3 convolutions, matrix products): {gemm / total:.1%} of the time. Bounds: every "
           f"other kind free -> at most {total / gemm:.2f}x; that, and the GEMMs at the matmul peak -> at most "
           f"{total / (gemm_flops / peak / 1e9):.2f}x; the GEMMs alone at the peak -> "
@@ -175,6 +179,8 @@ def main() -> None:
                              "GFLOP/s, and what removing each kind could gain at most")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.breakdown and args.device != "cpu":
+        parser.error("--breakdown profiles CPU time: use --profile on a GPU")
 
     if args.threads:
         torch.set_num_threads(args.threads)
