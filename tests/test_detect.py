@@ -302,6 +302,13 @@ def test_a_detector_round_trips_and_refuses_other_folders(tmp_path: Path, checkp
         Detector.load(checkpoint)
     with pytest.raises(CheckpointError, match="is not a detector"):
         Detector.load(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    for field, value, message in (("width", "32", "width must be a positive whole number"),
+                                  ("crops", True, "crops must be a positive whole number"),
+                                  ("families", ["noise", "snow"], "families must be a list of distinct names")):
+        (folder / "config.json").write_text(json.dumps({**config, "config": {**config["config"], field: value}}))
+        with pytest.raises(CheckpointError, match=message):  # a hand-edited config: its field named, no traceback
+            Detector.load(folder)
 
 
 def test_a_detector_records_the_sha256_of_its_weights(tmp_path: Path) -> None:

@@ -160,7 +160,12 @@ class Detector:
             raise CheckpointError(f"{folder / CONFIG_NAME} is not a detector config (no \"format\": \"{FORMAT}\"); "
                                   "a restoration checkpoint goes to --weights, a detector to --detector")
         tensors = read_weights(folder / WEIGHTS_NAME, config.get(WEIGHTS_SHA256))
-        net = DetectorNet(DetectorConfig.from_dict(config.get("config", {})))
+        try:
+            detector_config = DetectorConfig.from_dict(config.get("config", {}))
+        except ValueError as error:
+            raise CheckpointError(f"{folder / CONFIG_NAME} is corrupt ({error}): copy or train the detector "
+                                  "again") from error
+        net = DetectorNet(detector_config)
         load_weights_strict(net, {key: value.float() for key, value in tensors.items()}, str(folder))
         return cls(net, config.get("metadata", {}))
 

@@ -25,9 +25,20 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> DetectorConfig:
+        """Build from a config.json's ``config``; a value of the wrong type or range raises ValueError naming it."""
+        if not isinstance(values, dict):
+            raise ValueError(f"the detector config is a JSON object of fields, not {type(values).__name__}")
         known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
+        for key, value in known.items():
+            if key != "families" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key} must be a positive whole number, not {value!r}")
         if "families" in known:
-            known["families"] = tuple(known["families"])
+            families = known["families"]
+            if (not isinstance(families, list | tuple) or not families or len(set(families)) != len(families)
+                    or any(family not in FAMILIES for family in families)):
+                raise ValueError(f"families must be a list of distinct names among {', '.join(FAMILIES)}, "
+                                 f"not {families!r}")
+            known["families"] = tuple(families)
         return cls(**known)
 
 
