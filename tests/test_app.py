@@ -79,6 +79,8 @@ def test_the_app_writes_what_dfpir_restore_writes_and_refuses_bad_photos_without
         assert sorted(opened.namelist()) == ["grey16_restored.png", "rainy_restored.jpg"]
         assert opened.read("rainy_restored.jpg") == jpeg.output.read_bytes()
     assert zip_results([gif], tmp_path / "none.zip") is None
+    in_place = zip_results(results)  # the page's: in the request's own folder, deleted with its results
+    assert in_place is not None and in_place.parent == jpeg.output.parent.parent and in_place.name == "restored.zip"
 
 
 def test_auto_mode_shows_the_detection_and_options_share_the_loaded_model(service, tmp_path):

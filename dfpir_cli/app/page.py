@@ -94,7 +94,7 @@ def build_page(service: RestoreService, debug: bool = False) -> gr.Blocks:
                     traceback.print_exc()
                 raise gr.Error(f"internal error: {type(error).__name__}: {error}. Start the app with "
                                "`dfpir --debug app` for the traceback, and please report it.") from None
-            archive = zip_results(done, service.workspace.request_folder() / "restored.zip")
+            archive = zip_results(done)
             yield done, _summary(run, done, len(uploads)), gr.update(value=str(archive) if archive else None,
                                                                      visible=archive is not None), run
 

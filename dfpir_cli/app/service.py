@@ -39,7 +39,7 @@ DEFAULT_MAX_MEGAPIXELS = 50.0  # larger uploads are refused: dfpir restore tiles
 Progress = Callable[[float, str], None]  # (fraction of the whole request done, what is happening)
 
 
-KEEP_REQUESTS = 20  # result folders that stay downloadable (a restore in the page uses two: photos, zip)
+KEEP_REQUESTS = 20  # requests whose results (photos and zip) stay downloadable; older ones are deleted
 
 
 class Workspace:
@@ -55,8 +55,8 @@ class Workspace:
         self._lock = threading.Lock()
 
     def request_folder(self) -> Path:
-        """A new folder for one request's results; folders older than the last :data:`KEEP_REQUESTS` are deleted,
-        so that an app left running does not fill the disk."""
+        """A new folder for one request's results; the folders of requests older than the last
+        :data:`KEEP_REQUESTS` are deleted, so that an app left running does not fill the disk."""
         with self._lock:
             self._requests += 1
             number = self._requests
@@ -240,11 +240,16 @@ class RestoreService:
                 "which tiles it, or start the app with a larger --max-megapixels if the memory allows.")
 
 
-def zip_results(results: list[PhotoResult], target: Path) -> Path | None:
-    """The restored files of a request in one zip (stored: images are compressed already); None if there are none."""
+def zip_results(results: list[PhotoResult], target: Path | None = None) -> Path | None:
+    """The restored files of a request in one zip (stored: images are compressed already); None if there are none.
+
+    ``target`` None: ``restored.zip`` in the request's own folder (:meth:`RestoreService.restore` writes each
+    photo into a sub-folder of it), so that the zip goes when the request's results go.
+    """
     outputs = [result.output for result in results if result.output is not None]
     if not outputs:
         return None
+    target = target or outputs[0].parent.parent / "restored.zip"
     names: set[str] = set()
     with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
         for output in outputs:
