@@ -80,7 +80,9 @@ from ..errors import InputError, UnknownDegradationError
 from ..weights.prompts import DEGRADATIONS, resolve_degradation
 
 NOISE_SIGMAS: dict[str, int] = {"noise15": 15, "noise25": 25, "noise50": 50}
-CAMERA_NOISE_SIGMA = 5  # about the 8-bit sigma of a camera's noise (PolyU's pairs: 2.9/3.9/5.2, see camera_noise)
+# The noise level each noise prompt is for, which auto mode matches to the detector's estimate: camnoise's is about
+# the 8-bit sigma of a camera's noise (PolyU's pairs: 2.9/3.9/5.2, see camera_noise).
+NOISE_LEVELS: dict[str, int] = {**NOISE_SIGMAS, "camnoise": 5}
 SYNTHESIS_MODELS = ("classic", "realistic", "mixed")  # the benchmark's; matched to real sets; either, a coin per image
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.synthesis import CAMERA_NOISE_SIGMA, NOISE_SIGMAS
+from ..data.synthesis import NOISE_LEVELS
 from ..errors import CheckpointError, InputError
 from ..weights.checkpoint import (
     CONFIG_NAME,
@@ -225,8 +225,7 @@ def noise_prompt(sigma: float | None, names: Sequence[str]) -> str:
     level: estimates under about 8.7, halfway in log to 15, go to it; PolyU's photos are estimated 2.6-6,
     CBSD68 with sigma 15 13.7-17.4).
     """
-    levels = {name: NOISE_SIGMAS.get(name, CAMERA_NOISE_SIGMA) for name in names
-              if name in NOISE_SIGMAS or name == "camnoise"}
+    levels = {name: NOISE_LEVELS[name] for name in names if name in NOISE_LEVELS}
     if not levels:
         raise InputError("this checkpoint has no noise prompt")
     target = math.log(sigma) if sigma and sigma > 0 else math.log(25)
