@@ -85,12 +85,14 @@ def parse_list(text: str, allowed: Iterable[str] | None = None) -> list[str]:
 
 
 GEMM_KINDS = ("1x1 convolutions", "matrix products", "3x3 convolutions")  # the work that runs near the matmul peak
+CONVOLUTIONS = ("mkldnn_convolution", "_slow_conv2d_forward", "thnn_conv2d")  # the kernels, whose FLOPs count
+CONVOLUTION_WRAPPERS = ("_convolution", "convolution", "conv2d")  # their callers (little self time)
 
 
 def kind_of(name: str, shapes: list) -> str:
     """The kind of work a profiled aten op is, from its name and input shapes."""
     name = name.removeprefix("aten::")
-    if name in ("mkldnn_convolution", "_convolution", "convolution", "conv2d", "_slow_conv2d_forward"):
+    if name in CONVOLUTIONS + CONVOLUTION_WRAPPERS:
         weight = shapes[1] if len(shapes) > 1 else []
         if len(weight) == 4 and weight[2:] == [1, 1]:
             return "1x1 convolutions"
@@ -111,8 +113,7 @@ def kind_of(name: str, shapes: list) -> str:
 def flops_of(name: str, shapes: list) -> float:
     """FLOPs of one call of a convolution or matrix product (0 for other ops), from its input shapes."""
     name = name.removeprefix("aten::")
-    if (name in ("mkldnn_convolution", "_slow_conv2d_forward", "thnn_conv2d") and len(shapes) > 1
-            and len(shapes[0]) == 4 and len(shapes[1]) == 4):
+    if name in CONVOLUTIONS and len(shapes) > 1 and len(shapes[0]) == 4 and len(shapes[1]) == 4:
         (batch, _, height, width), (out_channels, in_per_group, kernel_h, kernel_w) = shapes[0], shapes[1]
         return 2.0 * batch * out_channels * in_per_group * kernel_h * kernel_w * height * width
     if name in ("addmm", "mm") and len(shapes) >= 2:
