@@ -310,7 +310,7 @@ MUTATIONS = [
     pytest.param(_edit_config(lambda config: config["prompts"]["texts"].pop()), "one text and one code per name",
                  id="texts-shorter-than-names"),
     pytest.param(_set(("prompts", "encoder"), "bert"), "unknown prompt encoder", id="encoder-unknown"),
-    pytest.param(_set(("format_version",), 2), "made by a newer dfpir", id="format_version=2"),
+    pytest.param(_set(("format_version",), 3), "made by a newer dfpir", id="format_version=3"),
     pytest.param(_set(("format_version",), [1]), "format_version", id="format_version=[1]"),
     pytest.param(_set(("model", "text_dim"), 32), "text_dim", id="text_dim-not-the-codes-width"),
     pytest.param(_set(("model", "dim"), 16), "do not fit the network", id="dim-not-the-weights"),

@@ -6,11 +6,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 from test_train_data import write_image
 from typer.testing import CliRunner
 
 from dfpir_cli.cli import app
-from dfpir_cli.weights.checkpoint import load_checkpoint, save_checkpoint
+from dfpir_cli.weights.checkpoint import PromptBank, load_checkpoint, save_checkpoint
 
 runner = CliRunner()
 MICRO_ARGS = ["--preset", "tiny", "--text-dim", "16", "--prompt-encoder", "random", "--workers", "0",
@@ -174,6 +175,20 @@ def test_init_weights_fine_tunes_a_checkpoint_with_its_own_codes(tmp_path: Path,
     assert regrown.exit_code == 0, regrown.output
     codes = load_checkpoint(tmp_path / "x3" / "final").prompts.codes
     assert codes[0].equal(start.prompts.code("rain")) and not any(codes[1].equal(code) for code in start.prompts.codes)
+    # a prompt that runs with its own weights (the default model's camnoise: noise25's code and its own decoder):
+    # training does not carry them, so it learns a new code on the shared network, and the run says so
+    bank = start.prompts
+    own_bank = PromptBank((*bank.names, "camnoise"), (*bank.texts, "Camera noise of a real photo"),
+                          torch.cat([bank.codes, bank.code("noise25")[None]]), "random")
+    output = start.model.output.weight.detach() + 1
+    save_checkpoint(tmp_path / "own", start.model, own_bank, prompt_weights={"camnoise": {"output.weight": output}})
+    carried = runner.invoke(app, ["train", "--degradations", "noise25,camnoise", "--init-weights", str(tmp_path / "own"),
+                                  *common, "--steps", "1", "-o", str(tmp_path / "x4")])
+    assert carried.exit_code == 0, carried.output
+    assert "camnoise run(s) with their own weights, which training does not carry" in " ".join(carried.output.split())
+    trained = load_checkpoint(tmp_path / "x4" / "final")
+    assert trained.prompt_weights == {} and trained.prompts.codes[0].equal(bank.code("noise25"))
+    assert not any(trained.prompts.codes[1].equal(code) for code in own_bank.codes)
 
     save_checkpoint(tmp_path / "clip", start.model, dataclasses.replace(start.prompts, encoder="clip"))
     unknown = runner.invoke(app, ["train", "--degradations", "haze", "--init-weights", str(tmp_path / "clip"),

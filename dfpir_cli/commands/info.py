@@ -66,6 +66,12 @@ def info(
             recorded = _recorded_sha256(official_dir(weights) if is_official_spec(weights) else Path(weights))
             table.add_row("model.safetensors sha256", f"{recorded} (checked)" if recorded else "not recorded (older folder)")
             table.add_row("degradations", ", ".join(checkpoint.prompts.names))
+            notes = checkpoint.metadata.get("prompt_weights")
+            for name, values in checkpoint.prompt_weights.items():
+                modules = sorted({key.split(".")[0] for key in values})
+                note = notes.get(name) if isinstance(notes, dict) else None
+                table.add_row(f"{name}: its own weights", f"{sum(value.numel() for value in values.values()):,} parameters"
+                              f" in {', '.join(modules)}" + (f"\n{note}" if isinstance(note, str) else ""))
             for key, value in checkpoint.metadata.items():
                 if isinstance(value, (str, int, float)):
                     table.add_row(key, str(value))

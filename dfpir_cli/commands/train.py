@@ -103,17 +103,19 @@ def _initial_prompts(checkpoint: Checkpoint, names: tuple[str, ...], seed: int) 
     """The checkpoint's own codes for the degradations to train (the codes its weights were trained with).
 
     A degradation the checkpoint does not know gets a new code, when its codes are random ones
-    (:func:`_new_code`: seeded by the name, and never one of the checkpoint's codes).
+    (:func:`_new_code`: seeded by the name, and never one of the checkpoint's codes); so does one that runs with
+    its own weights there (:attr:`Checkpoint.prompt_weights`), which training does not carry: its code was
+    made for them, not for the shared network it is trained on here.
     """
     bank = checkpoint.prompts
-    unknown = tuple(name for name in names if name not in bank.names)
+    unknown = tuple(name for name in names if name not in bank.names or name in checkpoint.prompt_weights)
     if unknown and bank.encoder != "random":
         raise InputError(f"--init-weights: the checkpoint has no prompt code for {', '.join(unknown)} (it knows "
                          f"{', '.join(bank.names)}), and its codes come from the {bank.encoder} encoder, which "
                          "cannot make one here: fine-tune on those, or train from scratch")
-    codes = dict(zip(bank.names, bank.codes, strict=True))
+    codes = {name: code for name, code in zip(bank.names, bank.codes, strict=True) if name not in unknown}
     for name in unknown:
-        codes[name] = _new_code(name, seed, list(codes.values()))
+        codes[name] = _new_code(name, seed, [*bank.codes, *codes.values()])
     texts = {**dict(zip(bank.names, bank.texts, strict=True)), **{name: DEGRADATIONS[name].text for name in unknown}}
     return lambda: PromptBank(names, tuple(texts[name] for name in names),
                               torch.stack([codes[name] for name in names]), bank.encoder)
@@ -403,6 +405,11 @@ def train(
             if initial is not None:
                 config, preset_name = initial.config, str(initial.metadata.get("preset", "custom"))
                 encoder, prompts = initial.prompts.encoder, _initial_prompts(initial, names, seed)
+                if initial.prompt_weights and not quiet:
+                    own = ", ".join(initial.prompt_weights)
+                    console.print(f"Note: in {init_weights}, {own} run(s) with their own weights, which training does not "
+                                  "carry: the new checkpoint runs every prompt with the shared network it trains "
+                                  f"({own} with a new code, where trained).", highlight=False, soft_wrap=True)
             else:
                 config, preset_name = _network(preset, text_dim)
                 encoder = prompt_encoder.value

@@ -241,7 +241,8 @@ def eval_plan(checkpoint: Checkpoint, height: int, width: int, degradation: str,
     guide = options.haze_guide if family_of(degradation) in GUIDED_FAMILIES else 0
     step = Pass(degradation, checkpoint.prompts.code(degradation)[None], tile, options.overlap, guide,
                 views_for(degradation, options.views),
-                count_tiles(height, width, tile, options.overlap, checkpoint.model.multiple_of))
+                count_tiles(height, width, tile, options.overlap, checkpoint.model.multiple_of),
+                checkpoint.weights_of(degradation))
     return RestorePlan(height, width, (step,), options.precision, options.batch_size)
 
 

@@ -22,6 +22,10 @@ class DFPIR(nn.Module):
     """
 
     multiple_of = 8  # three 2x downsamplings
+    # the modules after the latent level, in the order forward runs them (a prompt may carry its own copy:
+    # dfpir_cli.weights.checkpoint's prompt_weights)
+    decoder_modules = ("up4_3", "reduce_chan_level3", "decoder_level3", "up3_2", "reduce_chan_level2",
+                       "decoder_level2", "up2_1", "decoder_level1", "refinement", "output")
 
     def __init__(self, config: DFPIRConfig | None = None) -> None:
         super().__init__()

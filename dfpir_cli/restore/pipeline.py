@@ -26,11 +26,11 @@ from ..base.precision import PRECISIONS, FiniteGuard, Reruns, autocast, check_pr
 from ..detect import AutoPolicy, Detection, Detector, known_families, plan_prompts
 from ..errors import DfpirError, InputError
 from ..model import DFPIR
-from ..weights.checkpoint import Checkpoint
+from ..weights.checkpoint import Checkpoint, prompt_weights_applied
 from ..weights.export import ONNX_OPSET, OnnxRuntimeForward
 from ..weights.prompts import ClipTextEncoder
 from .ensemble import check_views, self_ensemble
-from .plan import TONE_TILE_STEP, Planner, RestorePlan, haze_guide_for
+from .plan import TONE_TILE_STEP, Pass, Planner, RestorePlan, haze_guide_for
 from .precision_check import cache_path, fingerprint, inference_precision
 from .tiling import ProgressCallback, _free_device_memory, auto_tile_size, tiled_restore
 
@@ -257,6 +257,8 @@ class Restorer:
         self.capped: dict[str, int] = {}  # prompt -> the views its passes ran in, where fewer than asked
         self.device = device
         self.model = checkpoint.model.to(device).eval()
+        self.checkpoint = checkpoint
+        self.onnx_guards: dict[str | None, FiniteGuard] = {}  # the onnxruntime backend's, per set of weights
         self.code = None if code is None else code.reshape(1, -1).float()  # None: a Chooser names the prompts
         self.prompts = checkpoint.prompts
         self.backend = backend
@@ -265,9 +267,7 @@ class Restorer:
             self.dtype = torch.float32
             self.precision_note = "" if precision in ("auto", "fp32") else f"--backend onnxruntime runs fp32, not {precision}"
             # Beside the precision check's cache, under the weights' fingerprint: exported once per set of weights.
-            exported = f"{fingerprint(checkpoint)[:24]}-opset{ONNX_OPSET}-torch{torch.__version__}.onnx"
-            cached = cache_path().parent / "onnx" / exported
-            self.guard = FiniteGuard(OnnxRuntimeForward(checkpoint, cached), self.dtype)
+            self.guard = self._onnx_guard(None)
         else:
             choice = inference_precision(checkpoint, device, precision, measuring)
             self.dtype, self.precision_note = choice.dtype, choice.note
@@ -286,6 +286,18 @@ class Restorer:
                                views=views, precision=precision_name(self.dtype), batch_size=batch_size,
                                multiple_of=self.model.multiple_of)
 
+    def _onnx_guard(self, prompt: str | None) -> FiniteGuard:
+        """ONNX Runtime's forward for the shared network (None) or a prompt with its own weights, exported once
+        per set of weights, beside the precision check's cache under the weights' fingerprint."""
+        if prompt not in self.onnx_guards:
+            exported = f"{fingerprint(self.checkpoint, prompt)[:24]}-opset{ONNX_OPSET}-torch{torch.__version__}.onnx"
+            cached = cache_path().parent / "onnx" / exported
+            self.onnx_guards[prompt] = FiniteGuard(OnnxRuntimeForward(self.checkpoint, cached, prompt=prompt), self.dtype)
+        return self.onnx_guards[prompt]
+
+    def _forward_for(self, step: Pass) -> FiniteGuard:
+        return self._onnx_guard(step.name if step.weights else None)
+
     @property
     def precision(self) -> str:
         return self.planner.precision
@@ -300,7 +312,7 @@ class Restorer:
             prompts = [(self.name, self.code)]
         else:
             prompts = [(name, self.prompts.code(name).reshape(1, -1).float()) for name in names]
-        return self.planner.plan(height, width, prompts, detection)
+        return self.planner.plan(height, width, prompts, detection, self.checkpoint.weights_of)
 
     def run(self, plan: RestorePlan, pixels: torch.Tensor, progress: ProgressCallback | None = None) -> torch.Tensor:
         """Run ``plan`` on one (3, H, W) image in [0, 1] (:func:`run_plan`); passes that ran in fewer views than
@@ -308,7 +320,8 @@ class Restorer:
         for step in plan.passes:
             if step.views < self.planner.views and step.name is not None:
                 self.capped[step.name] = step.views
-        return run_plan(self.model, plan, pixels, self.device, self.guard, progress)
+        forward_for = self._forward_for if self.backend == "onnxruntime" else None
+        return run_plan(self.model, plan, pixels, self.device, self.guard, progress, forward_for)
 
     def restore(self, pixels: torch.Tensor, progress: ProgressCallback | None = None,
                 names: tuple[str, ...] | None = None) -> torch.Tensor:
@@ -317,10 +330,14 @@ class Restorer:
 
 
 def run_plan(model: DFPIR, plan: RestorePlan, pixels: torch.Tensor, device: torch.device,
-             forward: FiniteGuard | None = None, progress: ProgressCallback | None = None) -> torch.Tensor:
+             forward: FiniteGuard | None = None, progress: ProgressCallback | None = None,
+             forward_for: Callable[[Pass], FiniteGuard] | None = None) -> torch.Tensor:
     """Run ``plan``'s passes on one (3, H, W) image in [0, 1], each on the previous one's output; returns
     (3, H, W) float32 clamped to [0, 1] on the CPU (NaNs that even fp32 gave as 0: ``forward.reruns`` counts
-    them). ``progress(done, total)`` counts forward passes over the whole plan. No I/O, no printing.
+    them). A pass whose prompt has its own weights runs with them in ``model`` (the shared ones are put back
+    after it); ``forward_for(pass)``, when given, is the forward of each pass instead of ``forward`` (ONNX
+    Runtime: a graph per set of weights). ``progress(done, total)`` counts forward passes over the whole plan.
+    No I/O, no printing.
     """
     dtype = PRECISIONS[plan.precision]
     total = plan.forward_passes
@@ -330,8 +347,9 @@ def run_plan(model: DFPIR, plan: RestorePlan, pixels: torch.Tensor, device: torc
             if progress:
                 progress(finished + done, total)
 
-        one_view = tiled_restore(model, step.code, step.tile, step.overlap, plan.batch_size, step.guide, forward)
-        with torch.inference_mode(), autocast(device, dtype):
+        guard = forward_for(step) if forward_for else forward
+        one_view = tiled_restore(model, step.code, step.tile, step.overlap, plan.batch_size, step.guide, guard)
+        with prompt_weights_applied(model, step.weights), torch.inference_mode(), autocast(device, dtype):
             restored = self_ensemble(one_view, restored, step.views, report).nan_to_num_(0.0).clamp_(0, 1).float()
         finished += step.forward_passes
     return restored[0]

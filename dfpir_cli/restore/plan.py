@@ -8,7 +8,7 @@ compares and can be tested without running the network, and the CLI, eval and th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -66,6 +66,8 @@ class Pass:
     guide: int  # side of the thumbnail the pass takes its tone from (0: none; tiling.scale_guided)
     views: int  # self-ensemble views (ensemble.views_for: rain passes in at most 4)
     tiles: int  # forward passes per view at the photo's size (tiling.count_tiles)
+    # the prompt's own tensors, in place of the shared ones for this pass (Checkpoint.prompt_weights); None: shared
+    weights: Mapping[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def forward_passes(self) -> int:
@@ -74,7 +76,8 @@ class Pass:
     def __str__(self) -> str:
         tiles = "whole" if self.tile is None else f"{self.tiles} tile(s) of {self.tile} px, overlap {self.overlap}"
         guide = f", tone from a {self.guide} px thumbnail" if self.guide else ""
-        return f"{self.name or 'free-text prompt'}: {tiles}{guide}, {self.views} view(s)"
+        own = ", its own weights" if self.weights else ""
+        return f"{self.name or 'free-text prompt'}{own}: {tiles}{guide}, {self.views} view(s)"
 
 
 @dataclass(frozen=True)
@@ -135,11 +138,14 @@ class Planner:
         return min(sides, default=0)  # never a thumbnail larger than the tile: it would be tiled itself
 
     def plan(self, height: int, width: int, prompts: Sequence[tuple[str | None, torch.Tensor]],
-             detection: Detection | None = None) -> RestorePlan:
-        """The plan of a ``height`` x ``width`` photo restored with ``prompts`` ((name, code) pairs) in order."""
+             detection: Detection | None = None,
+             weights_of: Callable[[str | None], Mapping[str, torch.Tensor] | None] | None = None) -> RestorePlan:
+        """The plan of a ``height`` x ``width`` photo restored with ``prompts`` ((name, code) pairs) in order;
+        ``weights_of(name)``: a prompt's own weights (:meth:`Checkpoint.weights_of`), if it has any."""
         passes = []
         for name, code in prompts:
             tile = self.tile_for(name)
             passes.append(Pass(name, code, tile, self.overlap, self.guide_for(name), views_for(name, self.views),
-                               count_tiles(height, width, tile, self.overlap, self.multiple_of)))
+                               count_tiles(height, width, tile, self.overlap, self.multiple_of),
+                               weights_of(name) if weights_of else None))
         return RestorePlan(height, width, tuple(passes), self.precision, self.batch_size, detection)

@@ -27,7 +27,7 @@ from ..base.imageio import read_image
 from ..base.precision import autocast, check_precision, native_bf16, resolve_precision
 from ..data.photos import float_pixels, shipped_photos, square_crop, synthetic_rng
 from ..data.synthesis import synthesize
-from ..weights.checkpoint import Checkpoint
+from ..weights.checkpoint import Checkpoint, prompt_weights_applied
 from ..weights.prompts import DEGRADATIONS
 from .tiling import restore_tiled
 
@@ -53,10 +53,18 @@ def cache_path() -> Path:
     return Path(root) / "precision.json"
 
 
-def fingerprint(checkpoint: Checkpoint) -> str:
-    """A hash of the network's tensors and the prompt codes: the same weights give the same fingerprint."""
+def fingerprint(checkpoint: Checkpoint, prompt: str | None = None) -> str:
+    """A hash of the network's tensors and the prompt codes: the same weights give the same fingerprint.
+    ``prompt``: the network as that prompt runs it (with its own weights, :attr:`Checkpoint.prompt_weights`, in
+    place of the shared ones); None: the shared network and every prompt's own weights."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(checkpoint.model.state_dict().items()):
+    tensors = dict(checkpoint.model.state_dict())
+    if prompt is None:
+        tensors.update({f"prompt_weights.{name}.{key}": value for name, values in checkpoint.prompt_weights.items()
+                        for key, value in values.items()})
+    else:
+        tensors.update(checkpoint.weights_of(prompt) or {})
+    for name, tensor in sorted(tensors.items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     digest.update(checkpoint.prompts.codes.contiguous().view(torch.uint8).numpy().tobytes())
@@ -92,7 +100,8 @@ def measure_bf16_agreement(checkpoint: Checkpoint, device: torch.device, size: i
         code = checkpoint.prompts.code(name)[None]
         outputs = []
         for dtype in (torch.float32, torch.bfloat16):
-            with torch.inference_mode(), autocast(device, dtype):
+            with prompt_weights_applied(model, checkpoint.weights_of(name)), torch.inference_mode(), \
+                    autocast(device, dtype):
                 outputs.append(restore_tiled(model, tensor, code, None, 0).float().clamp(0, 1))
         mse = float((outputs[0] - outputs[1]).double().square().mean())
         if not math.isfinite(mse):

@@ -5,7 +5,13 @@ reference fixture) and the prompt codes under ``prompts.codes``; ``config.json``
 config, the prompt names and texts, which encoder made the codes, free metadata (tasks, training), and
 the sha256 of ``model.safetensors`` as written, so a corrupt or half-copied file is refused at load (folders
 written before that field load unchecked). Every field of ``config.json`` is checked for type and range, and
-the weights for NaN/inf, before a network is built. Weights always load with ``strict=True``. Reference
+the weights for NaN/inf, before a network is built. Weights always load with ``strict=True``.
+
+A prompt may carry its own copy of some of the network's tensors (:attr:`Checkpoint.prompt_weights`, stored
+as ``prompt_weights.<name>.model.<key>``; format_version 2): a pass with that prompt runs with them in place
+of the shared ones (:func:`prompt_weights_applied`), every other prompt with the shared network. The default
+model's ``camnoise`` has its own decoder, so that learning a camera's noise costs the paper's prompts nothing.
+Checkpoints without such weights are written as format_version 1, readable by older dfpir. Reference
 ``.pth``/``.pth.tar`` files are imported with ``torch.load(..., weights_only=True)``: a pickle could run code.
 """
 
@@ -18,7 +24,8 @@ import re
 import reprlib
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,8 @@ from ..model import DFPIR, DFPIRConfig
 from .prompts import DEGRADATIONS, resolve_degradation
 
 FORMAT = "dfpir"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: prompt_weights (a prompt's own tensors); a checkpoint without them is written as 1
+PROMPT_WEIGHTS = "prompt_weights."  # key prefix of a prompt's own tensors in model.safetensors
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_SHA256 = "weights_sha256"  # config.json's record of the sha256 of model.safetensors, checked at load
@@ -110,10 +118,41 @@ class Checkpoint:
     model: DFPIR
     prompts: PromptBank
     metadata: dict[str, Any] = field(default_factory=dict)
+    # prompt name -> its own float32 CPU tensors for some of the network's keys (the rest shared): see the module
+    prompt_weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def config(self) -> DFPIRConfig:
         return self.model.config
+
+    def weights_of(self, name: str | None) -> dict[str, torch.Tensor] | None:
+        """The own tensors of the prompt ``name`` (a name or alias) runs with; None: the shared network alone."""
+        if name is None or not self.prompt_weights:
+            return None
+        try:
+            return self.prompt_weights.get(self.prompts.names[self.prompts.index(name)])
+        except UnknownDegradationError:
+            return None
+
+
+@contextmanager
+def prompt_weights_applied(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor] | None) -> Iterator[None]:
+    """``model`` with ``tensors`` (a prompt's own weights, :attr:`Checkpoint.prompt_weights`) copied into its
+    parameters for the block, the shared ones put back after it; nothing happens for None or {}."""
+    if not tensors:
+        yield
+        return
+    state = model.state_dict()
+    shared = {key: state[key].clone() for key in tensors}
+    with torch.no_grad():
+        for key, value in tensors.items():
+            state[key].copy_(value)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for key, value in shared.items():
+                state[key].copy_(value)
 
 
 def load_weights_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
@@ -222,16 +261,23 @@ def _all_finite(tensor: torch.Tensor) -> bool:
 
 
 def save_checkpoint(directory: str | Path, model: DFPIR, prompts: PromptBank,
-                    metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+                    metadata: dict[str, Any] | None = None, dtype: torch.dtype | None = None,
+                    prompt_weights: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> Path:
     """Write a checkpoint folder atomically (:func:`write_folder_atomic`).
 
     ``dtype=torch.float16`` halves the file (the embedded default model is stored so); loading always
-    casts the weights back to the network's float32 parameters.
+    casts the weights back to the network's float32 parameters. ``prompt_weights``: the prompts' own tensors
+    (:attr:`Checkpoint.prompt_weights`), checked as a load checks them.
     """
-    tensors = {f"model.{key}": value.detach().cpu().to(dtype or value.dtype).contiguous()
-               for key, value in model.state_dict().items()}
+    state = model.state_dict()
+    tensors = {f"model.{key}": value.detach().cpu().to(dtype or value.dtype).contiguous() for key, value in state.items()}
     tensors["prompts.codes"] = prompts.codes.contiguous()
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.to_dict(),
+    own = {name: dict(values) for name, values in (prompt_weights or {}).items() if values}
+    check_prompt_weights(own, prompts, state, "the prompt weights to save")
+    for name, values in own.items():
+        for key, value in values.items():
+            tensors[f"{PROMPT_WEIGHTS}{name}.model.{key}"] = value.detach().cpu().to(dtype or value.dtype).contiguous()
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION if own else 1, "model": model.config.to_dict(),
               "prompts": prompts.to_json(), "metadata": metadata or {}}
     return write_folder_atomic(directory, checkpoint_files(config, tensors, FORMAT))
 
@@ -268,12 +314,45 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         raise _invalid(config_path, f"has an invalid \"model\": {error}") from error
     tensors = read_weights(path / WEIGHTS_NAME, config.get(WEIGHTS_SHA256))
     prompts = _prompt_bank(config_path, config.get("prompts"), tensors.pop("prompts.codes", None), model_config)
+    own = _split_prompt_weights(tensors)
     state_dict = {key.removeprefix("model."): value for key, value in tensors.items()}
     with torch.device("meta"):
-        check_weights_fit(DFPIR(model_config), state_dict, str(path))
+        shapes = DFPIR(model_config)
+        check_weights_fit(shapes, state_dict, str(path))
+        check_prompt_weights(own, prompts, shapes.state_dict(), str(path))
     model = DFPIR(model_config)
     model.load_state_dict(state_dict, strict=True)
-    return Checkpoint(model.to(device).eval(), prompts, config.get("metadata", {}))
+    own = {name: {key: value.float() for key, value in values.items()} for name, values in own.items()}
+    return Checkpoint(model.to(device).eval(), prompts, config.get("metadata", {}), own)
+
+
+def _split_prompt_weights(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """Take the ``prompt_weights.<name>.model.<key>`` tensors out of ``tensors``: {name: {key: tensor}}."""
+    own: dict[str, dict[str, torch.Tensor]] = {}
+    for full in [key for key in tensors if key.startswith(PROMPT_WEIGHTS)]:
+        name, separator, key = full.removeprefix(PROMPT_WEIGHTS).partition(".model.")
+        if not separator:
+            raise CheckpointError(f"{full}: a prompt's own tensor must be named {PROMPT_WEIGHTS}<prompt>.model.<key>; "
+                                  "the checkpoint is corrupt or was edited by hand")
+        own.setdefault(name, {})[key] = tensors.pop(full)
+    return own
+
+
+def check_prompt_weights(own: Mapping[str, Mapping[str, torch.Tensor]], prompts: PromptBank,
+                         network: Mapping[str, torch.Tensor], source: str) -> None:
+    """A :class:`CheckpointError` unless every prompt of ``own`` is one of ``prompts``' names and each of its
+    tensors replaces a tensor of ``network`` (a state dict) of the same shape."""
+    for name, values in own.items():
+        if name not in prompts.names:
+            raise CheckpointError(f"{source} has own weights for the prompt {name!r}, which its prompts "
+                                  f"({', '.join(prompts.names)}) lack: the checkpoint is corrupt or was edited by hand")
+        unknown = sorted(key for key in values if key not in network)
+        misshapen = sorted(f"{key}: {tuple(value.shape)}, network {tuple(network[key].shape)}"
+                           for key, value in values.items() if key in network and value.shape != network[key].shape)
+        if unknown or misshapen:
+            problems = ", ".join((unknown + misshapen)[:5]) + (", ..." if len(unknown) + len(misshapen) > 5 else "")
+            raise CheckpointError(f"{source}: the own weights of {name!r} do not fit the network ({problems}); the "
+                                  "checkpoint was made for another network config or is corrupt")
 
 
 def read_config(path: Path) -> dict[str, Any]:

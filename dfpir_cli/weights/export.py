@@ -66,16 +66,18 @@ class PromptBaked(nn.Module):
         return restored[:, :, :height, :width].clamp(0.0, 1.0)
 
 
-def _float32_copy(checkpoint: Checkpoint) -> DFPIR:
-    """A float32 CPU copy of ``checkpoint``'s network, whatever its device and dtype."""
+def _float32_copy(checkpoint: Checkpoint, prompt: str | None = None) -> DFPIR:
+    """A float32 CPU copy of ``checkpoint``'s network, whatever its device and dtype; ``prompt``: as that prompt
+    runs it, with its own weights (:attr:`Checkpoint.prompt_weights`) in place of the shared ones."""
     model = DFPIR(checkpoint.config).eval()
-    model.load_state_dict(checkpoint.model.state_dict())
+    model.load_state_dict({**checkpoint.model.state_dict(), **(checkpoint.weights_of(prompt) or {})})
     return model
 
 
 def baked(checkpoint: Checkpoint, degradation: str) -> PromptBaked:
-    """A float32 CPU copy of ``checkpoint``'s network (whatever its device) with ``degradation``'s code baked in."""
-    return PromptBaked(_float32_copy(checkpoint), checkpoint.prompts.code(degradation)).eval()
+    """A float32 CPU copy of ``checkpoint``'s network (whatever its device) with ``degradation``'s code and own
+    weights, if it has any, baked in."""
+    return PromptBaked(_float32_copy(checkpoint, degradation), checkpoint.prompts.code(degradation)).eval()
 
 
 @dataclass(frozen=True)
@@ -149,14 +151,15 @@ class OnnxRuntimeForward:
     """``forward(images, codes)`` of a checkpoint's network run by ONNX Runtime (CPU, fp32): ``dfpir restore
     --backend onnxruntime``. The graph takes the prompt code as an input (one file for every prompt), images
     of sides that are multiples of 8 as the network does. It is exported to ``path`` unless that file exists:
-    the caller names it after the weights, so that each set is exported once (about 8 s for the default model)."""
+    the caller names it after the weights, so that each set is exported once (about 8 s for the default model).
+    ``prompt``: the network as that prompt runs it, with its own weights (a prompt without them: the shared one)."""
 
-    def __init__(self, checkpoint: Checkpoint, path: Path, opset: int = ONNX_OPSET) -> None:
+    def __init__(self, checkpoint: Checkpoint, path: Path, opset: int = ONNX_OPSET, prompt: str | None = None) -> None:
         onnx = _require("onnx")
         _require("onnxruntime")
         if not path.is_file():
             example = (torch.rand(1, checkpoint.config.in_channels, 64, 72), torch.randn(1, checkpoint.config.text_dim))
-            graph = _trace(onnx, _float32_copy(checkpoint), example, [INPUT_NAME, CODE_NAME], opset)
+            graph = _trace(onnx, _float32_copy(checkpoint, prompt), example, [INPUT_NAME, CODE_NAME], opset)
             write_atomic(path, graph.SerializeToString())
         self.path = path
         self.session = _session(path, spinning=False)
