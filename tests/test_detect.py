@@ -120,7 +120,20 @@ def test_a_family_the_checkpoint_is_unsure_of_is_withheld_and_flagged() -> None:
     assert both.label == "haze" and both.withheld == ("blur",)
     assert decide({"haze": 0.55}, 20, policy).withheld == ("haze",)  # "default" for the families not named
     assert decide({"haze": 0.55}, 20).label == "haze" and not decide({"haze": 0.55}, 20).withheld  # no policy
-    assert AutoPolicy({"blur": 0.2}).needs("blur") == PRESENT  # never below "likely"
+    assert AutoPolicy({"blur": 0.2}).needs("blur") == PRESENT  # a checkpoint's: never below "likely"
+
+
+def test_a_detectors_calibration_may_ask_for_less_than_present_and_a_checkpoint_still_for_more() -> None:
+    detector = AutoPolicy.of({"thresholds": {"rain": 0.48, "haze": 0.85}}, "thresholds", "detector")
+    assert detector.calibrates and detector.needs("rain") == 0.48 and detector.needs("noise") == PRESENT
+    combined = AutoPolicy({"blur": 0.9}).stricter(detector)
+    assert (combined.needs("rain"), combined.needs("haze"), combined.needs("blur"), combined.needs("noise")) == (
+        0.48, 0.85, 0.9, PRESENT)
+    assert AutoPolicy({"rain": 0.7}).stricter(detector).needs("rain") == 0.7  # the checkpoint asks for more
+    assert AutoPolicy({"default": 0.6}).stricter(detector).needs("rain") == 0.6
+    assert decide({"rain": 0.49, "noise": 0.1}, 20, combined).label == "rain"
+    assert decide({"rain": 0.47, "noise": 0.1}, 20, combined).label == "clean"
+    assert decide({"rain": 0.49}, 20).label == "clean"  # without the calibration: PRESENT
 
 
 @pytest.mark.parametrize("given", [{"snow": 0.5}, {"blur": 1.5}, {"blur": "high"}, {"blur": True}, ["blur"]])
