@@ -190,6 +190,24 @@ def test_init_weights_fine_tunes_a_checkpoint_with_its_own_codes(tmp_path: Path,
     assert trained.prompt_weights == {} and trained.prompts.codes[0].equal(bank.code("noise25"))
     assert not any(trained.prompts.codes[1].equal(code) for code in own_bank.codes)
 
+    # --own-weights: the prompt's own copy of some modules trains, the rest stays the checkpoint's
+    owned = runner.invoke(app, ["train", "--degradations", "camnoise", "--init-weights", str(tmp_path / "own"),
+                                "--own-weights", "refinement,output", *common, "--steps", "1", "-o", str(tmp_path / "x5")])
+    assert owned.exit_code == 0, owned.output
+    grown = load_checkpoint(tmp_path / "x5" / "final")
+    assert grown.prompts.names == own_bank.names and grown.prompts.code("camnoise").equal(bank.code("noise25"))
+    assert all(value.equal(start.model.state_dict()[key]) for key, value in grown.model.state_dict().items())
+    assert set(grown.weights_of("camnoise") or {}) == {key for key in start.model.state_dict()
+                                                       if key.split(".")[0] in ("refinement", "output")}
+    for spec, degradations, message in (("decoder", "camnoise,rain", "one degradation"),
+                                        ("nothing", "camnoise", "'nothing' is not a module")):
+        refused = runner.invoke(app, ["train", "--degradations", degradations, "--init-weights", str(tmp_path / "own"),
+                                      "--own-weights", spec, *common, "--steps", "1", "-o", str(tmp_path / "x6")])
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+    alone = runner.invoke(app, ["train", "--degradations", "rain", "--own-weights", "decoder", *MICRO_ARGS, *common,
+                                "--steps", "1", "-o", str(tmp_path / "x7")])
+    assert alone.exit_code == 2 and "pass --init-weights" in alone.output, alone.output
+
     save_checkpoint(tmp_path / "clip", start.model, dataclasses.replace(start.prompts, encoder="clip"))
     unknown = runner.invoke(app, ["train", "--degradations", "haze", "--init-weights", str(tmp_path / "clip"),
                                   *common, "--steps", "1", "-o", str(tmp_path / "x2")])

@@ -256,3 +256,36 @@ def test_rng_state_round_trip_restores_python_numpy_and_torch_draws() -> None:
     torch.manual_seed(6)
     set_rng_state(state)
     assert (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()) == first
+
+
+def test_training_a_prompts_own_weights_leaves_the_rest_and_resumes(tmp_path: Path, clean_dir: Path) -> None:
+    """--own-weights: only the prompt's own copy of the named modules trains; every checkpoint written is the
+    base with them as the prompt's own, and a killed run resumes to the uninterrupted result."""
+    from dfpir_cli.model import DFPIR
+    from dfpir_cli.train.loop import OwnWeights
+    from dfpir_cli.weights.checkpoint import Checkpoint
+
+    torch.manual_seed(3)
+    base = Checkpoint(DFPIR(MICRO).eval(), prompts(), {"haze_guide": 256, "tasks": list(NAMES)})
+    own_data = build_training_data(("camnoise",), clean_dir=clean_dir, patch_size=40, val_per_task=1, seed=0)
+    own = OwnWeights(base, "camnoise", "Camera noise of a real photo", base.prompts.code("noise25"),
+                     ("refinement", "output"))
+    recipe = Recipe(("camnoise",), MICRO, (Phase(2e-3, 32, 2, steps=6),), seed=1, prompt_encoder="random",
+                    own_weights=own.modules)
+    straight = train(recipe, own_data, options(tmp_path / "straight"), own.bank, own=own)
+    result = load_checkpoint(straight.final)
+    assert result.prompts.names == (*NAMES, "camnoise") and result.metadata["haze_guide"] == 256
+    assert torch.equal(result.prompts.code("camnoise"), base.prompts.code("noise25"))
+    for key, value in base.model.state_dict().items():  # the shared network is the base's
+        assert torch.equal(result.model.state_dict()[key], value), key
+    mine = result.weights_of("camnoise")
+    assert mine is not None and {key.split(".")[0] for key in mine} == {"refinement", "output"}
+    assert any(not torch.equal(value, base.model.state_dict()[key]) for key, value in mine.items())
+
+    broken = tmp_path / "broken"
+    with pytest.raises(RuntimeError):
+        train(recipe, own_data, options(broken), own.bank, own=own, monitor=KillAt(6, RuntimeError))
+    resumed = train(recipe, own_data, options(broken, resume=True), own.bank, own=own)
+    assert resumed.resumed_from == 5
+    again = load_checkpoint(resumed.final).weights_of("camnoise")
+    assert again is not None and all(torch.equal(again[key], value) for key, value in mine.items())

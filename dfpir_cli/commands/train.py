@@ -30,8 +30,8 @@ from ..base.distributed import Distributed, init_distributed, shutdown_distribut
 from ..data.folder import require_training_folders
 from ..data.train_sets import TrainingData, build_training_data
 from ..errors import ClipUnavailableError, InputError
-from ..model import PRESETS, DFPIRConfig
-from ..train.loop import RunOptions, StepInfo, TrainMonitor
+from ..model import DFPIR, PRESETS, DFPIRConfig
+from ..train.loop import OwnWeights, RunOptions, StepInfo, TrainMonitor
 from ..train.loop import train as run_training
 from ..train.recipe import PAPER_EPOCHS, PAPER_PHASES, Phase, PhasePlan, Recipe
 from ..weights.checkpoint import Checkpoint, PromptBank
@@ -119,6 +119,33 @@ def _initial_prompts(checkpoint: Checkpoint, names: tuple[str, ...], seed: int) 
     texts = {**dict(zip(bank.names, bank.texts, strict=True)), **{name: DEGRADATIONS[name].text for name in unknown}}
     return lambda: PromptBank(names, tuple(texts[name] for name in names),
                               torch.stack([codes[name] for name in names]), bank.encoder)
+
+
+def _own_weights(spec: str, initial: Checkpoint | None, names: tuple[str, ...], seed: int) -> OwnWeights:
+    """``--own-weights MODULES``: the run that trains the one degradation's own copy of those modules."""
+    if initial is None:
+        raise InputError("--own-weights trains a prompt's own copy of part of a trained network: pass --init-weights")
+    if len(names) != 1:
+        raise InputError(f"--own-weights trains one prompt's own weights: pass one degradation, not {', '.join(names)}")
+    known = [name for name, _ in initial.model.named_children()]
+    modules: list[str] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if item == "decoder":
+            modules += DFPIR.decoder_modules
+        elif item in known:
+            modules.append(item)
+        else:
+            raise InputError(f"--own-weights {spec!r}: {item!r} is not a module of this network. Name 'decoder' or "
+                             f"modules among: {', '.join(known)}")
+    prompt, bank = names[0], initial.prompts
+    if prompt in bank.names:
+        code, text = bank.code(prompt), bank.texts[bank.index(prompt)]
+    elif bank.encoder == "random":
+        code, text = _new_code(prompt, seed, list(bank.codes)), DEGRADATIONS[prompt].text
+    else:
+        raise InputError(f"--init-weights: the checkpoint has no prompt code for {prompt}, and its codes come from the "
+                         f"{bank.encoder} encoder, which cannot make one here")
+    return OwnWeights(initial, prompt, text, code, tuple(dict.fromkeys(modules)))
 
 
 def _new_code(name: str, seed: int, taken: list[torch.Tensor]) -> torch.Tensor:
@@ -288,6 +315,12 @@ def train(
                                "init (a checkpoint folder, a Hub repo id, or 'default' for the embedded model). The "
                                "network and the codes come from it, so --preset, --text-dim and --prompt-encoder "
                                "do not apply.")] = None,
+    own_weights: Annotated[str | None, typer.Option(
+        "--own-weights", help="With --init-weights and one degradation: train only that prompt's own copy of these "
+                              "modules ('decoder', or comma-separated module names such as refinement,output), the "
+                              "rest of the network frozen. The checkpoints written are the --init-weights one, every "
+                              "prompt kept, with these as the prompt's own weights: the other prompts restore "
+                              "exactly as before (docs/training.md).")] = None,
     data_root: Annotated[Path | None, typer.Option(
         "--data-root", help="One sub-folder per task: denoise/ (clean images; noise is added on the fly), derain/ "
                             "(Rain100L: rainy/rain-N.png + gt/norain-N.png), dehaze/ (RESIDE OTS: synthetic/ID_a_b.jpg "
@@ -402,14 +435,18 @@ def train(
             quiet = quiet or not distributed.is_main
             names = _degradations(tasks, degradations)
             initial = _initial_checkpoint(init_weights, preset, text_dim) if init_weights else None
+            own = _own_weights(own_weights, initial, names, seed) if own_weights is not None else None
             if initial is not None:
                 config, preset_name = initial.config, str(initial.metadata.get("preset", "custom"))
                 encoder, prompts = initial.prompts.encoder, _initial_prompts(initial, names, seed)
-                if initial.prompt_weights and not quiet:
-                    own = ", ".join(initial.prompt_weights)
-                    console.print(f"Note: in {init_weights}, {own} run(s) with their own weights, which training does not "
-                                  "carry: the new checkpoint runs every prompt with the shared network it trains "
-                                  f"({own} with a new code, where trained).", highlight=False, soft_wrap=True)
+                if own is not None:
+                    prompts = own.bank
+                elif initial.prompt_weights and not quiet:
+                    carried = ", ".join(initial.prompt_weights)
+                    console.print(f"Note: in {init_weights}, {carried} run(s) with their own weights, which training "
+                                  "does not carry: the new checkpoint runs every prompt with the shared network it "
+                                  f"trains ({carried} with a new code, where trained; --own-weights trains a prompt's "
+                                  "own weights instead).", highlight=False, soft_wrap=True)
             else:
                 config, preset_name = _network(preset, text_dim)
                 encoder = prompt_encoder.value
@@ -420,7 +457,7 @@ def train(
             recipe = Recipe(names, config, phases, preset=preset_name, betas=(beta1, beta2), min_lr=min_lr,
                             warmup_steps=warmup_steps, grad_clip=grad_clip, flips=flips, seed=seed,
                             prompt_encoder=encoder, init_weights=init_weights, loss=loss, synthesis=synthesis,
-                            identity=identity)
+                            identity=identity, own_weights=own.modules if own is not None else ())
             folders = {"noise": noise_dir, "rain": rain_dir, "haze": haze_dir, "blur": blur_dir,
                        "lowlight": lowlight_dir}
             real_pairs = _real_pairs(pairs)
@@ -448,7 +485,7 @@ def train(
             display = _Display(is_interactive() and console.is_terminal, quiet, log_every)
             result = run_training(recipe, data, options, prompts, device=torch_device, distributed=distributed,
                                   monitor=display,
-                                  initial_weights=initial.model.state_dict() if initial is not None else None)
+                                  initial_weights=initial.model.state_dict() if initial is not None else None, own=own)
             display.stop()
             if distributed.is_main:
                 _summary(result)

@@ -150,14 +150,62 @@ def loader_processes(workers: int) -> dict[str, Any]:
             "worker_init_fn": _worker_init}
 
 
+@dataclass(frozen=True)
+class OwnWeights:
+    """A run that trains one prompt's own weights (``dfpir train --own-weights``): ``modules`` of ``base``'s
+    network, started from that prompt's own copy where it has one, else from the shared one; the rest is frozen.
+    Every checkpoint it writes is ``base`` (its shared network, every prompt, its metadata) with the trained
+    modules as the prompt's own weights (:attr:`Checkpoint.prompt_weights`): the other prompts restore as before.
+    """
+
+    base: Checkpoint
+    prompt: str  # canonical name; a prompt base lacks is added with ``code``
+    text: str
+    code: torch.Tensor  # (text_dim,)
+    modules: tuple[str, ...]  # top-level module names of the network
+
+    def bank(self) -> PromptBank:
+        """The one prompt the run trains."""
+        return PromptBank((self.prompt,), (self.text,), self.code[None], self.base.prompts.encoder)
+
+    def start(self) -> dict[str, torch.Tensor]:
+        """The network as the prompt runs it in ``base``: where training starts."""
+        return {**self.base.model.state_dict(), **(self.base.weights_of(self.prompt) or {})}
+
+    def of(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+        """A checkpoint this run wrote, as the prompt runs it: where a resumed run goes on."""
+        return {**checkpoint.model.state_dict(), **(checkpoint.weights_of(self.prompt) or {})}
+
+    def save(self, directory: Path, model: torch.nn.Module, metadata: dict[str, Any]) -> Path:
+        bank = self.base.prompts
+        names, texts, codes = list(bank.names), list(bank.texts), list(bank.codes)
+        if self.prompt not in names:
+            names.append(self.prompt)
+            texts.append(self.text)
+            codes.append(self.code)
+        index = names.index(self.prompt)
+        codes[index] = self.code
+        state = model.state_dict()
+        own = {key: value.detach().cpu().clone() for key, value in state.items() if key.split(".")[0] in self.modules}
+        notes = self.base.metadata.get("prompt_weights")
+        notes = {**(notes if isinstance(notes, dict) else {}),
+                 self.prompt: f"its own {', '.join(self.modules)}, trained by dfpir train --own-weights"}
+        merged = {**self.base.metadata, **metadata, "tasks": names, "prompt_weights": notes}
+        return save_checkpoint(directory, self.base.model, PromptBank(tuple(names), tuple(texts), torch.stack(codes),
+                                                                       bank.encoder),
+                               merged, prompt_weights={**self.base.prompt_weights, self.prompt: own})
+
+
 def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts: Callable[[], PromptBank],
           *, device: torch.device | str = "cpu", distributed: Distributed | None = None,
-          monitor: TrainMonitor | None = None, initial_weights: dict[str, torch.Tensor] | None = None) -> TrainResult:
+          monitor: TrainMonitor | None = None, initial_weights: dict[str, torch.Tensor] | None = None,
+          own: OwnWeights | None = None) -> TrainResult:
     """Run (or resume) a training run into ``options.output``; returns where the checkpoints are.
 
     ``make_prompts`` is called for a fresh run only; a resumed run reuses the codes saved with it.
     ``initial_weights`` (a state dict of ``recipe.config``'s network) replace the random init of a fresh run:
-    fine-tuning. A resumed run continues from its own saved weights.
+    fine-tuning. A resumed run continues from its own saved weights. ``own``: the run trains one prompt's own
+    weights (:class:`OwnWeights`; ``recipe.own_weights`` names the modules) and writes checkpoints with them.
     """
     distributed = distributed or Distributed()
     monitor = monitor if (monitor is not None and distributed.is_main) else TrainMonitor()
@@ -169,19 +217,23 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
     plans = plan_phases(recipe, len(data.train), distributed.world_size)
     identity = run_identity(recipe, plans, data)
     saved = _saved_run(output, state, options.resume, identity, distributed)
-    prompts = saved.prompts if saved is not None else _new_prompts(make_prompts, recipe)
+    if own is not None:
+        prompts = own.bank()
+    else:
+        prompts = saved.prompts if saved is not None else _new_prompts(make_prompts, recipe)
     if prompts.codes.shape[1] != recipe.config.text_dim:
         raise InputError(f"prompt codes are {prompts.codes.shape[1]}-d but the network takes {recipe.config.text_dim}-d")
     _set_determinism(options.deterministic, device)
 
     trainer = Trainer(recipe.config, prompts.codes, seed=recipe.seed, betas=recipe.betas, grad_clip=recipe.grad_clip,
                       device=device, precision=recipe.precision, distributed=distributed,
-                      max_bad_steps=options.max_bad_steps, loss=recipe.loss)
+                      max_bad_steps=options.max_bad_steps, loss=recipe.loss, train_only=recipe.own_weights)
     progress = _Progress()
-    if state is None and initial_weights is not None:
-        load_weights_strict(trainer.model, initial_weights, "the --init-weights checkpoint")
+    start = own.start() if own is not None else initial_weights
+    if state is None and start is not None:
+        load_weights_strict(trainer.model, start, "the --init-weights checkpoint")
     if state is not None and saved is not None:
-        progress = _resume(trainer, state, saved, output)
+        progress = _resume(trainer, state, own.of(saved) if own is not None else saved.model.state_dict(), output)
     resumed_from = progress.step if state is not None else None
 
     val_items = validation_images(data.val, recipe.degradations, options.val_size, recipe.seed, recipe.synthesis)
@@ -193,7 +245,8 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
                      "counts": data.counts(), "val_items": len(val_items), "frozen": trainer.frozen,
                      "world_size": distributed.world_size, "device": str(device), "prompt_encoder": prompts.encoder,
                      "resumed": state is not None})
-    run = _Run(recipe, plans, identity, options, data, trainer, prompts, distributed, monitor, val_items, log, progress)
+    run = _Run(recipe, plans, identity, options, data, trainer, prompts, distributed, monitor, val_items, log, progress,
+               own)
     try:
         for plan in plans:
             if progress.step < plan.end and plan.steps > 0:
@@ -235,7 +288,8 @@ def _saved_run(output: Path, state: dict[str, Any] | None, resume: bool, identit
     saved = load_checkpoint(output / state["weights"])
     if state["finished"]:
         if not (output / "final").is_dir():  # killed between the last two saves
-            save_checkpoint(output / "final", saved.model, saved.prompts, saved.metadata)
+            save_checkpoint(output / "final", saved.model, saved.prompts, saved.metadata,
+                            prompt_weights=saved.prompt_weights)
         raise TrainingError(f"the run in {output} already finished at step {state['step']}; its checkpoint is "
                             f"{output / 'final'}. Choose another --output to train again.")
     return saved
@@ -270,9 +324,9 @@ class _Progress:
     last_saved: int = 0  # the step of the last resumable save
 
 
-def _resume(trainer: Trainer, state: dict[str, Any], saved: Checkpoint, output: Path) -> _Progress:
+def _resume(trainer: Trainer, state: dict[str, Any], weights: dict[str, torch.Tensor], output: Path) -> _Progress:
     """Put the saved run's weights, optimizer, scaler and RNG states back; where it stood."""
-    trainer.model.load_state_dict(saved.model.state_dict())
+    trainer.model.load_state_dict(weights)
     trainer.optimizer.load_state_dict(state["optimizer"])
     if state["scaler"]:
         trainer.scaler.load_state_dict(state["scaler"])
@@ -292,7 +346,8 @@ class _Run:
     def __init__(self, recipe: Recipe, plans: list[PhasePlan], identity: dict[str, Any], options: RunOptions,
                  data: TrainingData, trainer: Trainer, prompts: PromptBank, distributed: Distributed, monitor: TrainMonitor,
                  val_items: list[tuple[int, torch.Tensor, torch.Tensor]], log: RunLog | None,
-                 progress: _Progress) -> None:
+                 progress: _Progress, own: OwnWeights | None = None) -> None:
+        self.own = own
         self.recipe, self.plans, self.identity, self.options = recipe, plans, identity, options
         self.trainer, self.prompts, self.distributed, self.monitor = trainer, prompts, distributed, monitor
         self.data, self.val_items, self.log, self.progress = data, val_items, log, progress
@@ -305,13 +360,20 @@ class _Run:
                 "total_steps": self.total_steps, "recipe": recipe.to_dict(), "trained_with": "dfpir train",
                 "world_size": self.distributed.world_size, **(extra or {})}
 
+    def save(self, directory: Path, metadata: dict[str, Any]) -> None:
+        """The trained network as a checkpoint: itself, or (``--own-weights``) the base with the prompt's own."""
+        if self.own is not None:
+            self.own.save(directory, self.trainer.model, metadata)
+        else:
+            save_checkpoint(directory, self.trainer.model, self.prompts, metadata)
+
     def save_resumable(self, kind: str = "step") -> None:
         """A step checkpoint and resume.pt after it; only the last ``keep_last`` step checkpoints are kept."""
         if not self.distributed.is_main:
             return
         output, trainer, progress, step = self.output, self.trainer, self.progress, self.progress.step
         relative = f"checkpoints/step-{step:07d}"
-        save_checkpoint(output / relative, trainer.model, self.prompts, self.metadata())
+        self.save(output / relative, self.metadata())
         atomic_torch_save({
             "format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "weights": relative,
             "finished": step >= self.total_steps, "identity": self.identity,
@@ -341,8 +403,7 @@ class _Run:
         if mean is not None and (progress.best_psnr is None or mean > progress.best_psnr):
             progress.best_psnr, progress.best_step = mean, progress.step
             if self.distributed.is_main:
-                save_checkpoint(self.output / "best", self.trainer.model, self.prompts,
-                                self.metadata({"val_psnr": progress.last_val, "val_psnr_mean": mean}))
+                self.save(self.output / "best", self.metadata({"val_psnr": progress.last_val, "val_psnr_mean": mean}))
                 self.monitor.saved(self.output / "best", "best")
 
     def phase(self, plan: PhasePlan, device: torch.device) -> None:
@@ -388,9 +449,8 @@ class _Run:
         self.save_resumable("step")
         final = output / "final"
         if self.distributed.is_main:
-            save_checkpoint(final, self.trainer.model, self.prompts,
-                            self.metadata({"val_psnr": progress.last_val, "best_val_psnr_mean": progress.best_psnr,
-                                           "best_step": progress.best_step}))
+            self.save(final, self.metadata({"val_psnr": progress.last_val, "best_val_psnr_mean": progress.best_psnr,
+                                            "best_step": progress.best_step}))
             self.monitor.saved(final, "final")
         if self.distributed.active:
             check_in_sync(self.trainer.model)

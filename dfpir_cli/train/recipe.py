@@ -61,6 +61,7 @@ class Recipe:
     precision: str = "fp32"  # autocast of forward + loss: fp32, bf16 or fp16 (what --precision auto resolved to)
     synthesis: str = "classic"  # models of synthetic degradations (SYNTHESIS_MODELS); runs before it: classic
     identity: float = 0.0  # share of patches given clean as input and target: teaches "no degradation, no change"
+    own_weights: tuple[str, ...] = ()  # modules trained as the prompt's own copy, the rest frozen (): the whole network
 
     def __post_init__(self) -> None:
         if not self.degradations:
@@ -88,6 +89,7 @@ class Recipe:
         data["degradations"] = list(self.degradations)
         data["betas"] = list(self.betas)
         data["phases"] = [asdict(phase) for phase in self.phases]
+        data["own_weights"] = list(self.own_weights)
         return data
 
 

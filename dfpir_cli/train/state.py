@@ -112,7 +112,9 @@ def with_recipe_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     A run saved before a field existed trained with that field's default (L1 before ``loss``, a random init
     before ``init_weights``, fp32 before ``precision``), so its absence is no difference.
     """
-    defaults = {f.name: f.default for f in fields(Recipe) if isinstance(f.default, (str, int, float, bool, type(None)))}
+    defaults: dict[str, Any] = {f.name: f.default for f in fields(Recipe)
+                                if isinstance(f.default, (str, int, float, bool, type(None)))}
+    defaults["own_weights"] = []  # runs before --own-weights trained the whole network
     return {**defaults, **saved}
 
 

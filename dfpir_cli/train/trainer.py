@@ -57,14 +57,18 @@ class Trainer:
 
     def __init__(self, config: DFPIRConfig, codes: torch.Tensor, *, seed: int = 0, betas=(0.9, 0.999),
                  grad_clip: float | None = None, device: torch.device | str = "cpu", precision: str = "fp32",
-                 distributed: Distributed | None = None, max_bad_steps: int = 5, loss: str = "l1") -> None:
+                 distributed: Distributed | None = None, max_bad_steps: int = 5, loss: str = "l1",
+                 train_only: Sequence[str] = ()) -> None:
+        """``train_only``: the top-level modules that train (a prompt's own weights, ``--own-weights``); the
+        others are frozen. (): every module."""
         self.device = torch.device(device)
         self.distributed = distributed or Distributed()
         self.autocast_dtype, self.precision_note = training_precision(precision, self.device)
         use_scaler = self.autocast_dtype is torch.float16
         torch.manual_seed(seed)  # every process builds the same network
         self.model = DFPIR(config)
-        trainable = set(trainable_parameters(self.model))
+        trainable = {name for name in trainable_parameters(self.model)
+                     if not train_only or name.split(".")[0] in train_only}
         for name, parameter in self.model.named_parameters():
             parameter.requires_grad_(name in trainable)
         self.frozen = sorted(name for name, _ in self.model.named_parameters() if name not in trainable)

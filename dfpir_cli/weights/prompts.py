@@ -33,9 +33,9 @@ DEGRADATIONS: dict[str, Degradation] = {d.name: d for d in (
                 ("noise", "noisy", "sigma25", "denoise")),
     Degradation("noise50", "noise", "Gaussian noise with a standard deviation of 50", "Noise",
                 ("sigma50", "very-noisy")),
-    # Not one of the paper's: a checkpoint fine-tuned with it learns real photos' camera noise under its own
-    # prompt, so that the Gaussian noise prompts stay what the paper trained (issue 32; the shipped default
-    # model has none: docs/default-model.md).
+    # Not one of the paper's: real photos' camera noise under a prompt of its own, so that the Gaussian noise
+    # prompts stay what the paper trained (issue 32; the shipped default model's runs with its own decoder:
+    # docs/default-model.md).
     Degradation("camnoise", "noise", "Camera noise of a real photo", None,
                 ("camera-noise", "camera_noise", "real-noise", "real_noise", "sensor-noise")),
     Degradation("rain", "rain", "Rain degradation with rain lines", "Rain", ("rainy", "derain")),
