@@ -18,6 +18,7 @@ from dfpir_cli.model import DFPIR
 from dfpir_cli.restore.pipeline import Restorer
 from dfpir_cli.restore.precision_check import fingerprint
 from dfpir_cli.weights.checkpoint import (
+    Checkpoint,
     PromptBank,
     load_checkpoint,
     prompt_weights_applied,
@@ -130,7 +131,8 @@ def test_saving_own_weights_for_a_prompt_the_bank_lacks_is_refused(tmp_path):
         save_checkpoint(tmp_path / "x", model, make_prompts(MICRO.text_dim), prompt_weights={"camnoise": own})
 
 
-def test_restore_eval_and_export_run_a_prompt_with_its_own_weights(tmp_path):
+def _expected(tmp_path: Path) -> tuple[Checkpoint, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The micro checkpoint, an image, and the image run as camnoise runs it and as noise15 (its code) does."""
     folder, _, own = _with_camnoise(tmp_path)
     checkpoint = load_checkpoint(folder)
     image = torch.rand(3, 24, 32)
@@ -138,6 +140,11 @@ def test_restore_eval_and_export_run_a_prompt_with_its_own_weights(tmp_path):
     with torch.inference_mode():
         expected = _as_camnoise_runs(checkpoint.model, own)(image[None], code)[0].clamp(0, 1)
         noise15 = checkpoint.model(image[None], code)[0].clamp(0, 1)
+    return checkpoint, image, expected, noise15
+
+
+def test_restore_eval_and_export_run_a_prompt_with_its_own_weights(tmp_path):
+    checkpoint, image, expected, noise15 = _expected(tmp_path)
     restorer = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0)
     plan = restorer.plan(24, 32, ("camnoise", "noise15"))
     assert plan.passes[0].weights is not None and plan.passes[1].weights is None
@@ -155,13 +162,7 @@ def test_restore_eval_and_export_run_a_prompt_with_its_own_weights(tmp_path):
 
 def test_the_onnxruntime_backend_runs_a_prompt_with_its_own_weights(tmp_path):
     pytest.importorskip("onnxruntime")
-    folder, _, own = _with_camnoise(tmp_path)
-    checkpoint = load_checkpoint(folder)
-    image = torch.rand(3, 24, 32)
-    code = checkpoint.prompts.code("camnoise")[None]
-    with torch.inference_mode():
-        expected = _as_camnoise_runs(checkpoint.model, own)(image[None], code)[0].clamp(0, 1)
-        noise15 = checkpoint.model(image[None], code)[0].clamp(0, 1)
+    checkpoint, image, expected, noise15 = _expected(tmp_path)
     restorer = Restorer(checkpoint, None, torch.device("cpu"), "fp32", tile=0, backend="onnxruntime")
     torch.testing.assert_close(restorer.restore(image, names=("camnoise",)), expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(restorer.restore(image, names=("noise15",)), noise15, atol=1e-4, rtol=0)
