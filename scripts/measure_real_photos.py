@@ -17,6 +17,7 @@ ground truth (one shot against the mean of many shots of a static scene). This p
 
     .venv/bin/python scripts/measure_real_photos.py                       # the shipped model and detector
     .venv/bin/python scripts/measure_real_photos.py --detector DIR --weights DIR --json out.json --markdown
+    .venv/bin/python scripts/measure_real_photos.py --report out.json --markdown  # the tables of a saved run
 """
 
 from __future__ import annotations
@@ -142,6 +143,47 @@ def _summary(rows: list[dict], columns: list[str]) -> dict[str, dict[str, float]
     return out
 
 
+def _show(console: Console, title: str, columns: list[str], rows: list[list[str]], markdown: bool) -> None:
+    """A table, as rich draws it or as Markdown (for the README and docs/real-photos.md)."""
+    if markdown:
+        console.print(f"\n{title}:\n", highlight=False, soft_wrap=True)
+        for line in (columns, ["---"] * len(columns), *rows):
+            console.print("| " + " | ".join(line) + " |", highlight=False, soft_wrap=True, markup=False)
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def print_report(report: dict, console: Console, markdown: bool = False) -> None:
+    """The detection table and, when measured, the PolyU table and what auto mode chose."""
+    rows = []
+    for row in report["detection"]:
+        decisions = ", ".join(f"{k} {v}" for k, v in sorted(row.get("decisions", {}).items(), key=lambda i: -i[1]))
+        if "fair_either_way" in row:
+            decisions += f" (+{row['fair_either_way']} at 0.2-0.3: fair either way)"
+        rows.append([row["group"], row["expected"], str(row["photos"]), f"{100 * row['share']:.0f}%", decisions])
+    _show(console, "Blind detection on real photos (dev set) and on the clean photos of the real test splits",
+          ["group", "expected", "photos", "detected", "decisions"], rows, markdown)
+    if "polyu" not in report:
+        return
+    summary, columns = report["polyu"]["summary"], report["polyu"]["columns"]
+    rows = []
+    for group, entry in summary.items():
+        cells = [f"{entry[c]:.2f} / {entry[f'{c} ssim']:.3f}" + (
+            f" (worst {entry[f'{c} worst gain']:+.2f})" if c != "input" else "") for c in ["input", *columns]]
+        rows.append([group, str(int(entry["photos"])), *cells])
+    _show(console, f"PolyU real camera noise (dev pairs), PSNR dB / SSIM, {report['polyu']['precision']}",
+          ["photos", "n", "input", *columns], rows, markdown)
+    choices: dict[str, int] = {}
+    for row in report["polyu"]["photos"]:
+        choices[row["auto_choice"]] = choices.get(row["auto_choice"], 0) + 1
+    console.print(f"auto mode chose: {choices}", highlight=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--realphotos", type=Path, default=ROOT / "realphotos")
@@ -154,26 +196,21 @@ def main() -> None:
     parser.add_argument("--skip-polyu", action="store_true", help="detection only")
     parser.add_argument("--json", type=Path, default=None, help="write every figure and per-photo row here")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for the README)")
+    parser.add_argument("--report", type=Path, default=None, help="print the tables of a saved --json report; "
+                                                                   "measures nothing")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     console = Console()
+    if args.report is not None:
+        print_report(json.loads(args.report.read_text()), console, args.markdown)
+        return
     checkpoint = resolve_weights(args.weights, "cpu")
     detector = Detector.load(args.detector)
     started = time.perf_counter()
     rows = detection(detector, args.realphotos, args.realsets, known_families(checkpoint.prompts.names),
                      AutoPolicy.of(checkpoint.metadata))
     report: dict = {"detection": rows}
-    table = Table(title="Blind detection on real photos (dev set) and on the clean photos of the real test splits")
-    for column in ("group", "expected", "photos", "detected", "decisions"):
-        table.add_column(column)
-    for row in rows:
-        decisions = ", ".join(f"{k} {v}" for k, v in sorted(row.get("decisions", {}).items(), key=lambda i: -i[1]))
-        if "fair_either_way" in row:
-            decisions += f" (+{row['fair_either_way']} at 0.2-0.3: fair either way)"
-        table.add_row(row["group"], row["expected"], str(row["photos"]), f"{100 * row['share']:.0f}%", decisions)
-    console.print(table)
-
     if not args.skip_polyu:
         cbm3d = args.cbm3d_sigma
         if cbm3d:
@@ -186,19 +223,9 @@ def main() -> None:
         polyu_rows = polyu(checkpoint, restorer, detector, args.realphotos, cbm3d)
         columns = ["auto", *noise_prompts_of(checkpoint), *(["CBM3D"] if cbm3d else [])]
         summary = _summary(polyu_rows, ["input", *columns])
-        report["polyu"] = {"summary": summary, "photos": polyu_rows, "precision": restorer.precision}
-        table = Table(title=f"PolyU real camera noise (dev pairs), PSNR dB / SSIM, {restorer.precision}")
-        for column in ("photos", "n", *["input", *columns]):
-            table.add_column(column)
-        for group, entry in summary.items():
-            cells = [f"{entry[c]:.2f} / {entry[f'{c} ssim']:.4f}" + (
-                f" (worst {entry[f'{c} worst gain']:+.2f})" if c != "input" else "") for c in ["input", *columns]]
-            table.add_row(group, str(int(entry["photos"])), *cells)
-        console.print(table)
-        choices: dict[str, int] = {}
-        for row in polyu_rows:
-            choices[row["auto_choice"]] = choices.get(row["auto_choice"], 0) + 1
-        console.print(f"auto mode chose: {choices}")
+        report["polyu"] = {"summary": summary, "photos": polyu_rows, "precision": restorer.precision,
+                           "columns": columns}
+    print_report(report, console, args.markdown)
     console.print(f"({time.perf_counter() - started:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=float) + "\n")

@@ -194,6 +194,7 @@ def test_init_weights_fine_tunes_a_checkpoint_with_its_own_codes(tmp_path: Path,
     owned = runner.invoke(app, ["train", "--degradations", "camnoise", "--init-weights", str(tmp_path / "own"),
                                 "--own-weights", "refinement,output", *common, "--steps", "1", "-o", str(tmp_path / "x5")])
     assert owned.exit_code == 0, owned.output
+    assert "only the prompt's own refinement, output train" in " ".join(owned.output.split())
     grown = load_checkpoint(tmp_path / "x5" / "final")
     assert grown.prompts.names == own_bank.names and grown.prompts.code("camnoise").equal(bank.code("noise25"))
     assert all(value.equal(start.model.state_dict()[key]) for key, value in grown.model.state_dict().items())

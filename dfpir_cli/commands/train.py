@@ -254,7 +254,10 @@ class _Display(TrainMonitor):
         resumed = f", resuming at step {info['start_step']:,}" if info["resumed"] else ""
         console.print(f"device {info['device']} ({where}), prompt codes: {info['prompt_encoder']}, "
                       f"{info['val_items']} validation image(s){resumed}", highlight=False)
-        if info["frozen"]:
+        if info.get("own_weights"):
+            console.print(f"[dim]--own-weights: only the prompt's own {', '.join(info['own_weights'])} train; the "
+                          f"rest of the network is frozen ({len(info['frozen'])} parameter tensors)[/]")
+        elif info["frozen"]:
             console.print(f"[dim]{len(info['frozen'])} parameter tensors frozen: the DGM's linear layers get no "
                           "gradient (topk indices carry none), so each prompt keeps its initial channel order[/]")
         if self.live:

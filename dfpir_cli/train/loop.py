@@ -243,6 +243,7 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
         log = RunLog(output, recipe.degradations, progress.step)
     monitor.started({"plans": plans, "total_steps": plans[-1].end, "start_step": progress.step,
                      "counts": data.counts(), "val_items": len(val_items), "frozen": trainer.frozen,
+                     "own_weights": recipe.own_weights,
                      "world_size": distributed.world_size, "device": str(device), "prompt_encoder": prompts.encoder,
                      "resumed": state is not None})
     run = _Run(recipe, plans, identity, options, data, trainer, prompts, distributed, monitor, val_items, log, progress,
