@@ -96,4 +96,5 @@ def info(
         console.print(vocab)
         for name in (name for name in DEGRADATIONS if name not in FIVE_TASK):
             console.print(f"{name}: dfpir's own prompt, not the paper's; a checkpoint knows it only when trained or "
-                          f"fine-tuned with it (dfpir train --degradations ...,{name}; docs/training.md)")
+                          f"fine-tuned with it (dfpir train --degradations ...,{name}, or --own-weights; "
+                          "docs/training.md). The default model's runs with a decoder of its own.")

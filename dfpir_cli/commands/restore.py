@@ -169,8 +169,9 @@ def restore(
              "expand it). PNG, JPEG, TIFF, BMP and WebP; 8- or 16-bit; grey, RGB or RGBA.",
         show_default=False)],
     degradation: Annotated[str | None, typer.Option(
-        "--degradation", "-d", help="What to remove: noise15, noise25, noise50, rain, haze, blur, lowlight, or an "
-                                    "alias (noisy, rainy, hazy, foggy, blurry, dark, low-light...); `dfpir info` "
+        "--degradation", "-d", help="What to remove: noise15, noise25, noise50, rain, haze, blur, lowlight, "
+                                    "camnoise (a camera's noise: the default model has it), or an alias (noisy, "
+                                    "rainy, hazy, foggy, blurry, dark, low-light, camera-noise...); `dfpir info` "
                                     "lists them all. Several joined by + run one pass each in that order "
                                     "(noise+haze). auto (the default without --prompt): the degradation detector "
                                     "picks per photo, chaining two when both are likely; photos it finds clean "
