@@ -295,6 +295,13 @@ def test_model_card_has_front_matter_tasks_and_eval_table(tmp_path):
     assert "| rain | rainy, derain | Rain degradation with rain lines |" in body
     assert "dfpir fetch-weights lab/dfpir-tiny" in body and "| epochs | 3 |" in body
     assert "random codes (no CLIP" in body
+    # a prompt's own weights are counted beside the shared network
+    own = {"output.weight": model.output.weight.detach()}
+    folder = save_checkpoint(tmp_path / "own", model, make_prompts(512, ("rain", "haze")), metadata,
+                             prompt_weights={"haze": own})
+    card = publish.model_card(load_checkpoint(folder), "lab/dfpir-tiny")
+    shared = sum(p.numel() for p in model.parameters())
+    assert f"| parameters | {shared:,}; haze: {own['output.weight'].numel():,} more of its own (output) |" in card
 
 
 def test_push_then_fetch_round_trip(fake_hub, monkeypatch, tmp_path):

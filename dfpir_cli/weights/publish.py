@@ -73,7 +73,10 @@ def model_card(checkpoint: Checkpoint, repo_id: str) -> str:
         front.append(f"license: {metadata['license']}")
     front.append("---")
     preset = _preset_name(checkpoint)
-    parameters = sum(p.numel() for p in checkpoint.model.parameters())
+    parameters = f"{sum(p.numel() for p in checkpoint.model.parameters()):,}"
+    for name, values in checkpoint.prompt_weights.items():
+        modules = ", ".join(dict.fromkeys(key.split(".")[0] for key in values))
+        parameters += f"; {name}: {sum(v.numel() for v in values.values()):,} more of its own ({modules})"
     encoder = ("CLIP ViT-B/32 (OpenAI) text codes, as in the paper" if prompts.encoder == "clip"
                else f"{prompts.encoder} codes (no CLIP: only the degradation names below work, not free text)")
     sections = [
@@ -89,7 +92,7 @@ def model_card(checkpoint: Checkpoint, repo_id: str) -> str:
             (name, ", ".join(DEGRADATIONS[name].aliases) if name in DEGRADATIONS else "", text)
             for name, text in zip(prompts.names, prompts.texts, strict=True)]),
         "## Network\n\n" + _table(("field", "value"), [
-            ("preset", preset or "custom"), ("parameters", f"{parameters:,}"), ("prompt encoder", encoder),
+            ("preset", preset or "custom"), ("parameters", parameters), ("prompt encoder", encoder),
             *((key, value) for key, value in config.to_dict().items())]),
     ]
     rows = _eval_rows(metadata)
