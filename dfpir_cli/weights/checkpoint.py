@@ -276,7 +276,9 @@ def save_checkpoint(directory: str | Path, model: DFPIR, prompts: PromptBank,
     check_prompt_weights(own, prompts, state, "the prompt weights to save")
     for name, values in own.items():
         for key, value in values.items():
-            tensors[f"{PROMPT_WEIGHTS}{name}.model.{key}"] = value.detach().cpu().to(dtype or value.dtype).contiguous()
+            # a copy: safetensors refuses tensors that share memory (a prompt's own may be the shared one itself)
+            copy = value.detach().cpu().to(dtype or value.dtype).clone(memory_format=torch.contiguous_format)
+            tensors[f"{PROMPT_WEIGHTS}{name}.model.{key}"] = copy
     config = {"format": FORMAT, "format_version": FORMAT_VERSION if own else 1, "model": model.config.to_dict(),
               "prompts": prompts.to_json(), "metadata": metadata or {}}
     return write_folder_atomic(directory, checkpoint_files(config, tensors, FORMAT))
