@@ -138,13 +138,11 @@ def _own_weights(spec: str, initial: Checkpoint | None, names: tuple[str, ...], 
             raise InputError(f"--own-weights {spec!r}: {item!r} is not a module of this network. Name 'decoder' or "
                              f"modules among: {', '.join(known)}")
     prompt, bank = names[0], initial.prompts
-    if prompt in bank.names:
+    if prompt in bank.names:  # its code, own weights or not: the code they were made with
         code, text = bank.code(prompt), bank.texts[bank.index(prompt)]
-    elif bank.encoder == "random":
-        code, text = _new_code(prompt, seed, list(bank.codes)), DEGRADATIONS[prompt].text
     else:
-        raise InputError(f"--init-weights: the checkpoint has no prompt code for {prompt}, and its codes come from the "
-                         f"{bank.encoder} encoder, which cannot make one here")
+        new = _initial_prompts(initial, names, seed)()  # a new code, or the error a CLIP-coded checkpoint gives
+        code, text = new.codes[0], new.texts[0]
     return OwnWeights(initial, prompt, text, code, tuple(dict.fromkeys(modules)))
 
 
@@ -441,10 +439,9 @@ def train(
             own = _own_weights(own_weights, initial, names, seed) if own_weights is not None else None
             if initial is not None:
                 config, preset_name = initial.config, str(initial.metadata.get("preset", "custom"))
-                encoder, prompts = initial.prompts.encoder, _initial_prompts(initial, names, seed)
-                if own is not None:
-                    prompts = own.bank
-                elif initial.prompt_weights and not quiet:
+                encoder = initial.prompts.encoder
+                prompts = own.bank if own is not None else _initial_prompts(initial, names, seed)
+                if own is None and initial.prompt_weights and not quiet:
                     carried = ", ".join(initial.prompt_weights)
                     console.print(f"Note: in {init_weights}, {carried} run(s) with their own weights, which training "
                                   "does not carry: the new checkpoint runs every prompt with the shared network it "

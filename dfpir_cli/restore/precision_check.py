@@ -58,12 +58,10 @@ def fingerprint(checkpoint: Checkpoint, prompt: str | None = None) -> str:
     ``prompt``: the network as that prompt runs it (with its own weights, :attr:`Checkpoint.prompt_weights`, in
     place of the shared ones); None: the shared network and every prompt's own weights."""
     digest = hashlib.sha256()
-    tensors = dict(checkpoint.model.state_dict())
+    tensors = checkpoint.state_of(prompt)
     if prompt is None:
         tensors.update({f"prompt_weights.{name}.{key}": value for name, values in checkpoint.prompt_weights.items()
                         for key, value in values.items()})
-    else:
-        tensors.update(checkpoint.weights_of(prompt) or {})
     for name, tensor in sorted(tensors.items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

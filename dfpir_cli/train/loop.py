@@ -168,14 +168,6 @@ class OwnWeights:
         """The one prompt the run trains."""
         return PromptBank((self.prompt,), (self.text,), self.code[None], self.base.prompts.encoder)
 
-    def start(self) -> dict[str, torch.Tensor]:
-        """The network as the prompt runs it in ``base``: where training starts."""
-        return {**self.base.model.state_dict(), **(self.base.weights_of(self.prompt) or {})}
-
-    def of(self, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
-        """A checkpoint this run wrote, as the prompt runs it: where a resumed run goes on."""
-        return {**checkpoint.model.state_dict(), **(checkpoint.weights_of(self.prompt) or {})}
-
     def save(self, directory: Path, model: torch.nn.Module, metadata: dict[str, Any]) -> Path:
         bank = self.base.prompts
         names, texts, codes = list(bank.names), list(bank.texts), list(bank.codes)
@@ -229,11 +221,11 @@ def train(recipe: Recipe, data: TrainingData, options: RunOptions, make_prompts:
                       device=device, precision=recipe.precision, distributed=distributed,
                       max_bad_steps=options.max_bad_steps, loss=recipe.loss, train_only=recipe.own_weights)
     progress = _Progress()
-    start = own.start() if own is not None else initial_weights
+    start = own.base.state_of(own.prompt) if own is not None else initial_weights  # as the prompt runs it
     if state is None and start is not None:
         load_weights_strict(trainer.model, start, "the --init-weights checkpoint")
     if state is not None and saved is not None:
-        progress = _resume(trainer, state, own.of(saved) if own is not None else saved.model.state_dict(), output)
+        progress = _resume(trainer, state, saved.state_of(own.prompt if own is not None else None), output)
     resumed_from = progress.step if state is not None else None
 
     val_items = validation_images(data.val, recipe.degradations, options.val_size, recipe.seed, recipe.synthesis)

@@ -134,6 +134,10 @@ class Checkpoint:
         except UnknownDegradationError:
             return None
 
+    def state_of(self, name: str | None) -> dict[str, torch.Tensor]:
+        """The network's state dict as the prompt ``name`` runs it: the shared tensors, its own in their place."""
+        return {**self.model.state_dict(), **(self.weights_of(name) or {})}
+
 
 @contextmanager
 def prompt_weights_applied(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor] | None) -> Iterator[None]:

@@ -70,7 +70,7 @@ def _float32_copy(checkpoint: Checkpoint, prompt: str | None = None) -> DFPIR:
     """A float32 CPU copy of ``checkpoint``'s network, whatever its device and dtype; ``prompt``: as that prompt
     runs it, with its own weights (:attr:`Checkpoint.prompt_weights`) in place of the shared ones."""
     model = DFPIR(checkpoint.config).eval()
-    model.load_state_dict({**checkpoint.model.state_dict(), **(checkpoint.weights_of(prompt) or {})})
+    model.load_state_dict(checkpoint.state_of(prompt))
     return model
 
 
