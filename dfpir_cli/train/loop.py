@@ -175,10 +175,9 @@ class OwnWeights:
             names.append(self.prompt)
             texts.append(self.text)
             codes.append(self.code)
-        index = names.index(self.prompt)
-        codes[index] = self.code
-        state = model.state_dict()
-        own = {key: value.detach().cpu().clone() for key, value in state.items() if key.split(".")[0] in self.modules}
+        codes[names.index(self.prompt)] = self.code
+        # save_checkpoint copies them to the CPU
+        own = {key: value for key, value in model.state_dict().items() if key.split(".")[0] in self.modules}
         notes = self.base.metadata.get("prompt_weights")
         notes = {**(notes if isinstance(notes, dict) else {}),
                  self.prompt: f"its own {', '.join(self.modules)}, trained by dfpir train --own-weights"}
