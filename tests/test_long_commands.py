@@ -81,6 +81,20 @@ def test_train_with_real_pairs_in_loader_workers(tmp_path: Path, photos: Path) -
     assert load_checkpoint(output / "final").prompts.names[0] == "noise15"
 
 
+def test_train_a_prompts_own_weights_in_loader_workers(tmp_path: Path, photos: Path, micro_checkpoint: Path) -> None:
+    """--own-weights through the real CLI: camnoise's own decoder trained on the micro checkpoint, the rest kept."""
+    output = tmp_path / "own"
+    result = run([*DFPIR, "train", "--init-weights", micro_checkpoint, "--degradations", "camnoise", "--own-weights",
+                  "decoder", "--clean-dir", photos, "--device", "cpu", "--patch-size", "48", "--batch-size", "2",
+                  "--precision", "fp32", "--finetune-steps", "0", "--val-per-task", "1", "--steps", "3",
+                  "--workers", "2", "-o", output], tmp_path, DEADLINE)
+    assert "--own-weights: only the prompt's own" in result.stdout and "final:" in result.stdout
+    base, trained = load_checkpoint(micro_checkpoint), load_checkpoint(output / "final")
+    assert trained.prompts.names == (*base.prompts.names, "camnoise")
+    assert_same_weights(micro_checkpoint, output / "final")  # the shared network is the base's
+    assert trained.weights_of("camnoise") is not None
+
+
 def test_torchrun_two_processes_train_with_default_workers(tmp_path: Path, photos: Path) -> None:
     result = run([*TORCHRUN, "--nproc_per_node", "2", "-m", "dfpir_cli", *TRAIN, "--clean-dir", photos,
                   "--steps", "2", "--batch-size", "2", "-o", tmp_path / "run"], tmp_path, DEADLINE)
